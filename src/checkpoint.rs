@@ -1,0 +1,144 @@
+//! The checkpoint: one call that verifies a code text against the current trust state and
+//! returns only once its record (and replay tag) is durable. Everything that opens a gate goes
+//! through [`Checkpoint::check`].
+
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::clock::{Clock, VerifyTime};
+use crate::code;
+use crate::record::Record;
+use crate::store::{Store, StoreError};
+use crate::verdict::{BusinessClaims, Reason};
+use crate::verifier::{self, Verification};
+
+/// A verification whose record is durable.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub verification: Verification,
+    pub record: Record,
+}
+
+impl Checked {
+    pub fn accepted(&self) -> bool {
+        self.verification.verdict.accepted()
+    }
+
+    pub fn reason(&self) -> Reason {
+        self.verification.verdict.reason
+    }
+
+    /// The wire form shown to callers (CLI, API, webhook).
+    pub fn report(&self) -> VerdictReport {
+        let v = &self.verification;
+        VerdictReport {
+            accepted: v.verdict.accepted(),
+            reason: v.verdict.reason,
+            message: v.verdict.message(),
+            seq: self.record.seq,
+            at_ms: self.record.at_ms,
+            clock_trusted: self.record.clock_trusted,
+            claims: v
+                .verdict
+                .accepted()
+                .then(|| v.verdict.claims.clone())
+                .flatten(),
+            subject_ref: v
+                .verdict
+                .accepted()
+                .then(|| self.record.sub_hash.clone())
+                .flatten(),
+            detail: v.format_error.as_ref().map(|e| e.to_string()),
+        }
+    }
+}
+
+/// The JSON a caller sees for one verification. Claims only for accepted codes; never `sub`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictReport {
+    pub accepted: bool,
+    pub reason: Reason,
+    pub message: &'static str,
+    pub seq: u64,
+    pub at_ms: i64,
+    pub clock_trusted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims: Option<BusinessClaims>,
+    /// Keyed hash of the subject: stable per terminal, reveals nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_ref: Option<String>,
+    /// For `malformed`: which structural rule failed (technician diagnostics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Verifier + store + clock + the current trust state.
+pub struct Checkpoint {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    trust: RwLock<Arc<crate::policy::TrustState>>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoint {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, trust: crate::policy::TrustState) -> Self {
+        Checkpoint {
+            store,
+            clock,
+            trust: RwLock::new(Arc::new(trust)),
+        }
+    }
+
+    /// The trust state in force (a cheap snapshot).
+    pub fn trust(&self) -> Arc<crate::policy::TrustState> {
+        self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the trust state (a new bundle arrived).
+    pub fn set_trust(&self, trust: crate::policy::TrustState) {
+        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trust);
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Verifies `text` now.
+    pub fn check(&self, text: &str) -> Result<Checked, StoreError> {
+        let at = self.clock.now();
+        self.check_inner(text, at, self.clock.floor_ms())
+    }
+
+    /// Verifies `text` at a supplied time (audits, replays of old scans, tests); does not move
+    /// the terminal's persisted clock floor.
+    pub fn check_at(&self, text: &str, at: VerifyTime) -> Result<Checked, StoreError> {
+        self.check_inner(text, at, None)
+    }
+
+    /// Parsing runs before the store's writer lock is taken.
+    fn check_inner(
+        &self,
+        text: &str,
+        at: VerifyTime,
+        floor: Option<i64>,
+    ) -> Result<Checked, StoreError> {
+        let trust = self.trust();
+        let parsed = code::parse(text);
+        let (verification, record) = self.store.verify_and_record(at, floor, |view| match parsed {
+            Ok(p) => verifier::verify_parsed(p, at, &trust, view),
+            Err(e) => verifier::verify_malformed(e),
+        })?;
+        Ok(Checked {
+            verification,
+            record,
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! # yima-gate
+//!
+//! The edge scan-verification gateway of the 一码通办 platform: it reads YM1 codes
+//! (`shared/spec/code-format.md`) at gates and counters, verifies them locally against keys
+//! and status lists cached from the platform, records every verification durably, and acts.
+//!
+//! ## Data flow
+//! ```text
+//! capture → decode → verify → record → act            (sync with the platform beside it)
+//!            qr      verifier  store    (daemon, later)
+//!                     ▲   └── checkpoint: verify + record, durable before the answer
+//!            code ────┘ keys · policy · clock
+//! ```
+//!
+//! ## Code map
+//! - [`verdict`] — `Reason` (stable snake_case codes), Chinese messages, `Verdict`, business claims.
+//! - [`code`] — the YM1 format: text ⇄ COSE_Sign1/COSE_Mac0 ⇄ CWT claims; parse and mint.
+//! - [`keys`] — the four algorithms, trust entries (spec JSON), private key files.
+//! - [`policy`] — the trust state: keys, static-code status list, services, terminal, settings.
+//! - [`clock`] — injected clock; trusted-time floor from platform anchor + monotonic time.
+//! - [`verifier`] — the pure verifier: (text, time, trust state, replay view) → verification.
+//! - [`record`] — the verification record (keyed hashes, no personal data).
+//! - [`store`] — sled: records, replay tags, sequence numbers; fsync; crash recovery.
+//! - [`checkpoint`] — verify + record in one durable step; the only road to an open gate.
+//! - [`qr`] — render a code as a QR image; read codes from images (rqrr, panic-isolated).
+//! - [`cli`] — the command line (`init`, `keygen`, `mint`, `verify`).
+//!
+//! ## Architecture invariants
+//! - **The verifier is pure.** No I/O, no clock reads: it is handed the time, the trust state and
+//!   a read-only replay view, so every rule is table-tested (`tests/verifier_table.rs`).
+//! - **A refused code is a `Verdict`, not an `Err`.** `Err` means the program failed (disk, config);
+//!   then the gate stays shut.
+//! - **Durable before open.** [`checkpoint::Checkpoint::check`] returns only after the record and
+//!   the replay tag of an accepted dynamic code are fsynced, in one sled transaction with the
+//!   sequence number; sequence numbers are never reused.
+//! - **Only `store` knows sled.** Everything else sees `Record`, `ReplayView`, typed operations.
+//! - **Only `clock::SystemTimeSource` reads the OS clocks** for verification time.
+//! - **No personal data leaves the verifier.** `sub` and `cti` become keyed hashes in records;
+//!   `Debug` of claims and keys hides them; secrets are written 0600 and never logged.
+//! - **Wire types are separate from internal types.** `keys::TrustEntry` (trust file JSON),
+//!   `checkpoint::VerdictReport` (what callers see) vs. `keys::TrustedKey`, `verifier::Verification`.
+//! - **Nothing panics on input.** Parsers are total; the QR decoder runs under `catch_unwind`.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod clock;
+pub mod code;
+pub mod keys;
+pub mod policy;
+pub mod qr;
+pub mod record;
+pub mod store;
+pub mod verdict;
+pub mod verifier;

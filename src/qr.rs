@@ -1,0 +1,110 @@
+//! QR symbols: render a code text as a grayscale image / PNG, and read code texts from an
+//! image (rqrr, isolated so that its known panic cannot take the process down).
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{GrayImage, ImageReader, Luma};
+use qrcode::{Color, EcLevel, QrCode};
+
+/// Largest image accepted from a file: bounds memory and decode time for hostile input.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+pub const MAX_IMAGE_ALLOC: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QrError {
+    #[error("text does not fit in a QR code: {0}")]
+    Encode(String),
+    #[error("cannot read image {path}: {reason}")]
+    Image { path: String, reason: String },
+    #[error("cannot write PNG {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// Renders `text` as a QR symbol: `module_px` pixels per module, a 4-module quiet zone,
+/// error correction level M (alphanumeric mode is chosen by the encoder for YM1 texts).
+pub fn render(text: &str, module_px: u32) -> Result<GrayImage, QrError> {
+    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)
+        .map_err(|e| QrError::Encode(e.to_string()))?;
+    let width = u32::try_from(code.width()).map_err(|e| QrError::Encode(e.to_string()))?;
+    let colors = code.to_colors();
+    let quiet = 4;
+    let side = (width + 2 * quiet) * module_px;
+    let mut img = GrayImage::from_pixel(side, side, Luma([255]));
+    for (i, c) in colors.iter().enumerate() {
+        if *c != Color::Dark {
+            continue;
+        }
+        let i = i as u32;
+        let (mx, my) = (i % width + quiet, i / width + quiet);
+        for dy in 0..module_px {
+            for dx in 0..module_px {
+                img.put_pixel(mx * module_px + dx, my * module_px + dy, Luma([0]));
+            }
+        }
+    }
+    Ok(img)
+}
+
+/// Writes `text` as a QR PNG.
+pub fn write_png(text: &str, path: &Path) -> Result<(), QrError> {
+    let img = render(text, 8)?;
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| QrError::Write {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Loads an image file as grayscale, within the size limits.
+pub fn load_gray(path: &Path) -> Result<GrayImage, QrError> {
+    let err = |reason: String| QrError::Image {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| err(e.to_string()))?;
+    Ok(img.into_luma8())
+}
+
+/// Every QR text rqrr finds in `img`. A decoder panic yields no texts, never a crash.
+pub fn decode_gray(img: &GrayImage) -> Vec<String> {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut prepared = rqrr::PreparedImage::prepare(img.clone());
+        prepared
+            .detect_grids()
+            .into_iter()
+            .filter_map(|g| g.decode().ok().map(|(_, text)| text))
+            .collect::<Vec<_>>()
+    }));
+    result.unwrap_or_else(|_| {
+        tracing::warn!("qr: decoder panicked on a frame; frame skipped");
+        Vec::new()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_then_decode_round_trips() {
+        let text = "YM1:6BFOXN*TS0BI$ZD4N9:9S6RCVN5+O30K3/XIV0W23NTDEXWK G2EP4J0BGJLFX";
+        let img = render(text, 4).expect("render");
+        assert_eq!(decode_gray(&img), vec![text.to_string()]);
+    }
+
+    #[test]
+    fn blank_image_has_no_codes() {
+        let img = GrayImage::from_pixel(320, 240, Luma([200]));
+        assert!(decode_gray(&img).is_empty());
+    }
+}

@@ -1,0 +1,485 @@
+//! The durable store: verification records, replay tags and the terminal's own counters, in
+//! sled. The only module that knows the storage engine; the rest see typed operations.
+//!
+//! # Design constraints
+//! - A record and (for an accepted dynamic code) its replay tag are written in **one sled
+//!   transaction** together with the next sequence number, and are **fsynced** before
+//!   [`Store::verify_and_record`] returns. sled's own `flush()` only issues
+//!   `sync_file_range` on Linux (shared/notes/measured-facts.md), so after it we `fsync` sled's
+//!   log file ourselves. Concurrent callers share one fsync (group commit).
+//! - Sequence numbers live in the same transaction as the records they number, so a crash can
+//!   never hand out a number that was already acknowledged.
+//! - Replay check and replay-tag insert happen under one writer lock: two presentations of one
+//!   code cannot both be accepted.
+//! - Opening never bricks the gate: a leftover `snap.*.generating` (sled #1527/#1533) is removed
+//!   and the open retried; a store that still will not open is moved aside to
+//!   `store.damaged-<ms>` (kept for salvage) and a fresh one started.
+//! - A store that was missing (not provisioned with `init`) or damaged starts a **replay
+//!   guard**: the first trusted verification time `G` is persisted, and a dynamic code whose
+//!   window began before `G` is refused (`replay_guard_recovering`), since the lost store may
+//!   have seen it. The guard lapses by itself one window later.
+//!
+//! # On-disk layout (`<state-dir>/store/`, sled)
+//! ```text
+//! tree "records": seq (u64 BE)            → Record as JSON
+//! tree "replay":  ReplayTag (16 bytes)     → window end, ms (i64 BE)
+//! tree "meta":    "next_seq"              → u64 BE
+//!                 "hash_key"              → 32 random bytes (RecordHasher)
+//!                 "clock_floor_ms"        → i64 BE, the live clock's floor at the last record
+//!                 "guard_from_ms"         → i64 BE; i64::MIN = pending (set at first trusted time)
+//! ```
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::clock::VerifyTime;
+use crate::record::{Record, RecordHasher};
+use crate::verifier::{ReplayStatus, ReplayTag, ReplayView, Verification};
+
+const K_NEXT_SEQ: &[u8] = b"next_seq";
+const K_HASH_KEY: &[u8] = b"hash_key";
+const K_CLOCK_FLOOR: &[u8] = b"clock_floor_ms";
+const K_GUARD: &[u8] = b"guard_from_ms";
+const GUARD_PENDING: i64 = i64::MIN;
+
+/// sled's page cache; small, because a gate has little memory and records are written once.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("storage engine: {0}")]
+    Engine(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the storage engine panicked: {0}")]
+    Panicked(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}
+
+/// How a store directory came to be open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenState {
+    /// An existing store opened normally.
+    Existing,
+    /// Created by `init` (deliberate provisioning): no replay guard.
+    Provisioned,
+    /// No store was there: created, replay guard active.
+    WasMissing,
+    /// A leftover `snap.*.generating` file was removed; all data kept.
+    RepairedSnapshot { removed: Vec<String> },
+    /// The old store would not open; moved aside and a fresh one created, replay guard active.
+    Quarantined { moved_to: PathBuf, error: String },
+}
+
+/// How to treat a missing store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// `yima-gate init`: a new terminal, nothing can have been spent.
+    Provision,
+    /// Every other start: a missing store may have been lost, so guard replays.
+    Guarded,
+}
+
+#[derive(Debug)]
+struct Writer {
+    next_seq: u64,
+    guard_from_ms: Option<i64>,
+    clock_floor_ms: i64,
+}
+
+/// The durable store.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    records: sled::Tree,
+    replay: sled::Tree,
+    meta: sled::Tree,
+    log_file: File,
+    hasher: RecordHasher,
+    writer: Mutex<Writer>,
+    /// Highest seq written to sled (in memory, maybe not yet durable).
+    written: AtomicU64,
+    /// Highest seq known durable; the mutex also serializes fsyncs (group commit).
+    durable: Mutex<u64>,
+    open_state: OpenState,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn be_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+fn be_i64(v: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(v.try_into().ok()?))
+}
+
+/// Opens sled, turning its panics (it has some on damaged files) into errors.
+fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+    let cfg = sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .mode(sled::Mode::LowSpace);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Io(e))) => Err(io_err(path)(e)),
+        Ok(Err(e)) => Err(StoreError::Corrupt(e.to_string())),
+        Err(p) => Err(StoreError::Panicked(panic_text(&p))),
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Removes `snap.*.generating` leftovers; returns their names.
+fn remove_partial_snapshots(path: &Path) -> Result<Vec<String>, StoreError> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err(path))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path()).map_err(io_err(path))?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+fn fsync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(path))
+}
+
+impl Store {
+    /// Opens (or creates) the store under `state_dir`, recovering by itself from the known
+    /// crash leftovers. `now_ms` only names a quarantined directory.
+    pub fn open(state_dir: &Path, create: Create, now_ms: i64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(io_err(state_dir))?;
+        let path = state_dir.join("store");
+        let existed = path.join("db").exists();
+
+        let (db, mut open_state) = match open_sled(&path) {
+            Ok(db) => (db, OpenState::Existing),
+            Err(StoreError::Io { path: p, source }) => return Err(StoreError::Io { path: p, source }),
+            Err(first) => {
+                let removed = remove_partial_snapshots(&path)?;
+                match (removed.is_empty(), open_sled(&path)) {
+                    (false, Ok(db)) => {
+                        tracing::warn!(?removed, "store: removed partial snapshot left by a crash");
+                        (db, OpenState::RepairedSnapshot { removed })
+                    }
+                    (_, Ok(db)) => (db, OpenState::Existing),
+                    (_, Err(StoreError::Io { path: p, source })) => {
+                        return Err(StoreError::Io { path: p, source })
+                    }
+                    (_, Err(_)) => {
+                        let moved_to = state_dir.join(format!("store.damaged-{now_ms}"));
+                        std::fs::rename(&path, &moved_to).map_err(io_err(&path))?;
+                        tracing::error!(
+                            moved_to = %moved_to.display(),
+                            error = %first,
+                            "store: would not open; moved aside, starting fresh with replay guard"
+                        );
+                        let db = open_sled(&path)?;
+                        (
+                            db,
+                            OpenState::Quarantined {
+                                moved_to,
+                                error: first.to_string(),
+                            },
+                        )
+                    }
+                }
+            }
+        };
+        if !existed && open_state == OpenState::Existing {
+            open_state = match create {
+                Create::Provision => OpenState::Provisioned,
+                Create::Guarded => OpenState::WasMissing,
+            };
+        }
+        fsync_dir(state_dir)?;
+        fsync_dir(&path)?;
+
+        let records = db.open_tree("records")?;
+        let replay = db.open_tree("replay")?;
+        let meta = db.open_tree("meta")?;
+
+        // Meta: hash key, next seq, guard. Repair next_seq from the records if it is missing
+        // or behind (it never should be: they are written in one transaction).
+        let hash_key = match meta.get(K_HASH_KEY)? {
+            Some(k) if k.len() == 32 => k.to_vec(),
+            _ => {
+                let mut k = vec![0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+                meta.insert(K_HASH_KEY, k.as_slice())?;
+                k
+            }
+        };
+        let last_record = records
+            .last()?
+            .and_then(|(k, _)| be_u64(&k))
+            .map_or(0, |s| s + 1);
+        let stored_next = meta.get(K_NEXT_SEQ)?.and_then(|v| be_u64(&v));
+        let next_seq = stored_next.unwrap_or(1).max(last_record).max(1);
+        let mut guard_from_ms = meta.get(K_GUARD)?.and_then(|v| be_i64(&v));
+        let damaged_meta = existed && stored_next.is_none() && last_record > 0;
+        if matches!(
+            open_state,
+            OpenState::WasMissing | OpenState::Quarantined { .. }
+        ) || damaged_meta
+        {
+            guard_from_ms = Some(GUARD_PENDING);
+            meta.insert(K_GUARD, &GUARD_PENDING.to_be_bytes())?;
+        }
+        meta.insert(K_NEXT_SEQ, &next_seq.to_be_bytes())?;
+        let clock_floor_ms = meta
+            .get(K_CLOCK_FLOOR)?
+            .and_then(|v| be_i64(&v))
+            .unwrap_or(0);
+
+        let log_path = path.join("db");
+        let log_file = File::open(&log_path).map_err(io_err(&log_path))?;
+        let store = Store {
+            dir: path,
+            db,
+            records,
+            replay,
+            meta,
+            log_file,
+            hasher: RecordHasher::new(hash_key),
+            writer: Mutex::new(Writer {
+                next_seq,
+                guard_from_ms,
+                clock_floor_ms,
+            }),
+            written: AtomicU64::new(next_seq - 1),
+            durable: Mutex::new(0),
+            open_state,
+        };
+        store.sync()?;
+        *store.durable.lock().unwrap_or_else(|p| p.into_inner()) = next_seq - 1;
+        Ok(store)
+    }
+
+    /// How this store came to be open (for logs, metrics and `doctor`).
+    pub fn open_state(&self) -> &OpenState {
+        &self.open_state
+    }
+
+    /// The keyed hasher for record identifiers.
+    pub fn hasher(&self) -> &RecordHasher {
+        &self.hasher
+    }
+
+    /// The clock floor persisted by the last live verification (feeds the clock at start).
+    pub fn clock_floor_ms(&self) -> i64 {
+        self.lock_writer().clock_floor_ms
+    }
+
+    /// True while a replay guard is set (pending or active).
+    pub fn replay_guard(&self) -> Option<i64> {
+        self.lock_writer().guard_from_ms
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Verifies and records in one step: `verify` runs under the writer lock with a view of
+    /// the replay tags; its record (and replay tag) are committed atomically and made durable
+    /// before this returns. An `Err` means nothing was acknowledged: the gate must stay shut.
+    ///
+    /// `clock_floor_ms` is the live clock's floor to persist with the record (`None` for
+    /// verifications at a supplied time, which must not move the terminal's floor).
+    pub fn verify_and_record<F>(
+        &self,
+        at: VerifyTime,
+        clock_floor_ms: Option<i64>,
+        verify: F,
+    ) -> Result<(Verification, Record), StoreError>
+    where
+        F: FnOnce(&dyn ReplayView) -> Verification,
+    {
+        let (verification, record) = {
+            let mut w = self.lock_writer();
+            if at.trusted && w.guard_from_ms == Some(GUARD_PENDING) {
+                w.guard_from_ms = Some(at.unix_ms);
+            }
+            let view = TreeReplayView {
+                replay: &self.replay,
+                guard_from_ms: w.guard_from_ms,
+                now_ms: at.unix_ms,
+            };
+            let verification = verify(&view);
+            let seq = w.next_seq;
+            let record = Record::of(seq, at, &verification, &self.hasher);
+            let value = serde_json::to_vec(&record)
+                .map_err(|e| StoreError::Engine(format!("encoding record: {e}")))?;
+            let floor = w.clock_floor_ms.max(clock_floor_ms.unwrap_or(i64::MIN));
+            let guard = w.guard_from_ms;
+            let tag = verification.replay;
+            let result: Result<(), TransactionError<()>> = (&self.records, &self.replay, &self.meta)
+                .transaction(|(records, replay, meta)| {
+                    records.insert(&seq.to_be_bytes(), value.as_slice())?;
+                    meta.insert(K_NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+                    meta.insert(K_CLOCK_FLOOR, &floor.to_be_bytes())?;
+                    if let Some(g) = guard {
+                        meta.insert(K_GUARD, &g.to_be_bytes())?;
+                    }
+                    if let Some(claim) = &tag {
+                        replay.insert(&claim.tag.0, &claim.expires_at_ms.to_be_bytes())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                });
+            match result {
+                Ok(()) => {}
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+                Err(TransactionError::Abort(())) => {
+                    return Err(StoreError::Engine("transaction aborted".into()))
+                }
+            }
+            w.next_seq = seq + 1;
+            w.clock_floor_ms = floor;
+            self.written.store(seq, Ordering::SeqCst);
+            (verification, record)
+        };
+        self.make_durable(record.seq)?;
+        Ok((verification, record))
+    }
+
+    /// Blocks until every write up to `seq` is on disk. One caller fsyncs for all that wait.
+    fn make_durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable >= seq {
+            return Ok(());
+        }
+        let target = self.written.load(Ordering::SeqCst);
+        self.sync()?;
+        *durable = target;
+        Ok(())
+    }
+
+    /// sled flush (writes the log) + fsync of the log file (makes it durable).
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.log_file
+            .sync_data()
+            .map_err(io_err(&self.dir.join("db")))
+    }
+
+    /// One record by sequence number.
+    pub fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        self.records
+            .get(seq.to_be_bytes())?
+            .map(|v| decode_record(&v))
+            .transpose()
+    }
+
+    /// Up to `limit` records with `seq >= from`, in order.
+    pub fn records_from(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.records
+            .range(from.to_be_bytes()..)
+            .take(limit)
+            .map(|kv| decode_record(&kv?.1))
+            .collect()
+    }
+
+    /// Number of records held.
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The next sequence number that will be issued.
+    pub fn next_seq(&self) -> u64 {
+        self.lock_writer().next_seq
+    }
+
+    /// Number of replay tags held.
+    pub fn replay_tag_count(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// Forgets replay tags whose window ended before `now_ms`; returns how many. Not made
+    /// durable on purpose: a forgotten tag that reappears after a crash is merely expired.
+    pub fn purge_expired_tags(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let _w = self.lock_writer();
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.replay.iter() {
+            let (k, v) = kv?;
+            if be_i64(&v).is_none_or(|end| end < now_ms) {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.replay.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record: {e}")))
+}
+
+/// The replay tree seen from inside the writer lock.
+struct TreeReplayView<'a> {
+    replay: &'a sled::Tree,
+    guard_from_ms: Option<i64>,
+    now_ms: i64,
+}
+
+impl ReplayView for TreeReplayView<'_> {
+    fn replay_status(&self, tag: &ReplayTag, window_start_ms: i64) -> ReplayStatus {
+        if let Some(g) = self.guard_from_ms {
+            if g == GUARD_PENDING || window_start_ms < g {
+                return ReplayStatus::Unknown;
+            }
+        }
+        match self.replay.get(tag.0) {
+            Ok(Some(v)) => match be_i64(&v) {
+                Some(end) if end < self.now_ms => ReplayStatus::Fresh,
+                _ => ReplayStatus::Spent,
+            },
+            Ok(None) => ReplayStatus::Fresh,
+            // Cannot read the tag: fail closed.
+            Err(_) => ReplayStatus::Unknown,
+        }
+    }
+}
