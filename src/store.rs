@@ -12,8 +12,9 @@
 //! - Replay check and replay-tag insert happen under one writer lock: two presentations of one
 //!   code cannot both be accepted.
 //! - Opening never bricks the gate: a leftover `snap.*.generating` (sled #1527/#1533) is removed
-//!   and the open retried; a store that still will not open is moved aside to
-//!   `store.damaged-<ms>` (kept for salvage) and a fresh one started.
+//!   and the open retried; then unreadable snapshots are moved aside and sled rebuilds from its
+//!   log; a store that still will not open is moved aside to `store.damaged-<ms>` (kept for
+//!   salvage) and a fresh one started.
 //! - A store that was missing (not provisioned with `init`) or damaged starts a **replay
 //!   guard**: the first trusted verification time `G` is persisted, and a dynamic code whose
 //!   window began before `G` is refused (`replay_guard_recovering`), since the lost store may
@@ -82,6 +83,8 @@ pub enum OpenState {
     WasMissing,
     /// A leftover `snap.*.generating` file was removed; all data kept.
     RepairedSnapshot { removed: Vec<String> },
+    /// Snapshots were unreadable and moved aside; sled rebuilt from its log. Replay guard on.
+    RebuiltFromLog { moved_to: PathBuf },
     /// The old store would not open; moved aside and a fresh one created, replay guard active.
     Quarantined { moved_to: PathBuf, error: String },
 }
@@ -156,23 +159,105 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Removes `snap.*.generating` leftovers; returns their names.
-fn remove_partial_snapshots(path: &Path) -> Result<Vec<String>, StoreError> {
-    let mut removed = Vec::new();
+/// sled snapshot files in `path` (`snap.*`), with the given suffix filter.
+fn snapshot_files(path: &Path, only_partial: bool) -> Result<Vec<PathBuf>, StoreError> {
     let entries = match std::fs::read_dir(path) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(path)(e)),
     };
+    let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(io_err(path))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            std::fs::remove_file(entry.path()).map_err(io_err(path))?;
-            removed.push(name);
+        if name.starts_with("snap.") && (!only_partial || name.ends_with(".generating")) {
+            out.push(entry.path());
         }
     }
-    Ok(removed)
+    Ok(out)
+}
+
+fn file_names(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Opens sled, repairing in escalating steps; every step keeps what it removes unless it is
+/// a known-worthless partial file:
+/// 1. remove `snap.*.generating` left by a crash (sled #1527/#1533) — no data lost;
+/// 2. move every snapshot aside: sled rebuilds its index from the log (replay guard, since
+///    what the log still holds cannot be vouched for);
+/// 3. move the whole store aside and start fresh (replay guard).
+fn open_with_recovery(
+    state_dir: &Path,
+    path: &Path,
+    now_ms: i64,
+) -> Result<(sled::Db, OpenState), StoreError> {
+    let first = match open_sled(path) {
+        Ok(db) => return Ok((db, OpenState::Existing)),
+        Err(e @ StoreError::Io { .. }) => return Err(e),
+        Err(e) => e,
+    };
+    tracing::warn!(error = %first, "store: would not open; repairing");
+
+    let partial = snapshot_files(path, true)?;
+    if !partial.is_empty() {
+        for p in &partial {
+            std::fs::remove_file(p).map_err(io_err(p))?;
+        }
+        fsync_dir(path)?;
+        let removed = file_names(&partial);
+        match open_sled(path) {
+            Ok(db) => {
+                tracing::warn!(?removed, "store: removed partial snapshot left by a crash");
+                return Ok((db, OpenState::RepairedSnapshot { removed }));
+            }
+            Err(e @ StoreError::Io { .. }) => return Err(e),
+            Err(_) => {}
+        }
+    }
+
+    let snapshots = snapshot_files(path, false)?;
+    if !snapshots.is_empty() {
+        let moved_to = state_dir.join(format!("snapshots.damaged-{now_ms}"));
+        std::fs::create_dir_all(&moved_to).map_err(io_err(&moved_to))?;
+        for p in &snapshots {
+            let dest = moved_to.join(p.file_name().unwrap_or_default());
+            std::fs::rename(p, &dest).map_err(io_err(p))?;
+        }
+        fsync_dir(path)?;
+        match open_sled(path) {
+            Ok(db) => {
+                tracing::error!(
+                    moved_to = %moved_to.display(),
+                    "store: snapshots unreadable; rebuilt from the log, replay guard on"
+                );
+                return Ok((db, OpenState::RebuiltFromLog { moved_to }));
+            }
+            Err(e @ StoreError::Io { .. }) => return Err(e),
+            Err(_) => {}
+        }
+    }
+
+    let moved_to = state_dir.join(format!("store.damaged-{now_ms}"));
+    std::fs::rename(path, &moved_to).map_err(io_err(path))?;
+    fsync_dir(state_dir)?;
+    tracing::error!(
+        moved_to = %moved_to.display(),
+        error = %first,
+        "store: would not open; moved aside, starting fresh with replay guard"
+    );
+    let db = open_sled(path)?;
+    Ok((
+        db,
+        OpenState::Quarantined {
+            moved_to,
+            error: first.to_string(),
+        },
+    ))
 }
 
 fn fsync_dir(path: &Path) -> Result<(), StoreError> {
@@ -189,40 +274,7 @@ impl Store {
         let path = state_dir.join("store");
         let existed = path.join("db").exists();
 
-        let (db, mut open_state) = match open_sled(&path) {
-            Ok(db) => (db, OpenState::Existing),
-            Err(StoreError::Io { path: p, source }) => return Err(StoreError::Io { path: p, source }),
-            Err(first) => {
-                let removed = remove_partial_snapshots(&path)?;
-                match (removed.is_empty(), open_sled(&path)) {
-                    (false, Ok(db)) => {
-                        tracing::warn!(?removed, "store: removed partial snapshot left by a crash");
-                        (db, OpenState::RepairedSnapshot { removed })
-                    }
-                    (_, Ok(db)) => (db, OpenState::Existing),
-                    (_, Err(StoreError::Io { path: p, source })) => {
-                        return Err(StoreError::Io { path: p, source })
-                    }
-                    (_, Err(_)) => {
-                        let moved_to = state_dir.join(format!("store.damaged-{now_ms}"));
-                        std::fs::rename(&path, &moved_to).map_err(io_err(&path))?;
-                        tracing::error!(
-                            moved_to = %moved_to.display(),
-                            error = %first,
-                            "store: would not open; moved aside, starting fresh with replay guard"
-                        );
-                        let db = open_sled(&path)?;
-                        (
-                            db,
-                            OpenState::Quarantined {
-                                moved_to,
-                                error: first.to_string(),
-                            },
-                        )
-                    }
-                }
-            }
-        };
+        let (db, mut open_state) = open_with_recovery(state_dir, &path, now_ms)?;
         if !existed && open_state == OpenState::Existing {
             open_state = match create {
                 Create::Provision => OpenState::Provisioned,
@@ -257,7 +309,9 @@ impl Store {
         let damaged_meta = existed && stored_next.is_none() && last_record > 0;
         if matches!(
             open_state,
-            OpenState::WasMissing | OpenState::Quarantined { .. }
+            OpenState::WasMissing
+                | OpenState::RebuiltFromLog { .. }
+                | OpenState::Quarantined { .. }
         ) || damaged_meta
         {
             guard_from_ms = Some(GUARD_PENDING);
