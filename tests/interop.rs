@@ -124,3 +124,15 @@ fn codes_minted_here_verify_in_the_peer() {
     }
     assert_eq!(results.last().expect("last")["ok"], false, "the peer refuses the forgery");
 }
+
+#[test]
+fn the_peer_agrees_with_the_test_vectors() {
+    let Some(script) = peer() else { return };
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/ym1-vectors.json");
+    let results = run_peer(&script, &["vectors", file.to_str().expect("utf8")], None);
+    let results = results.as_array().expect("array");
+    assert!(results.len() >= 40);
+    for r in results {
+        assert_eq!(r["signature_valid"], r["expected"], "vector {}", r["name"]);
+    }
+}

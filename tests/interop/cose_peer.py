@@ -6,6 +6,7 @@ package and gmssl (SM2 with SM3, signer ID 1234567812345678) -- no code from yim
 
   cose_peer.py mint --iat SECONDS      print {"trust": [...], "codes": [...]} for every alg
   cose_peer.py check < request.json    verify codes minted elsewhere; print results
+  cose_peer.py vectors FILE            check the signatures of tests/vectors/ym1-vectors.json
 """
 import base64
 import json
@@ -187,6 +188,19 @@ def main():
                 out.append(check_one(code, req["trust"]))
             except Exception as e:  # report, do not hide: the Rust side asserts on it
                 out.append({"ok": False, "error": repr(e)})
+        print(json.dumps(out))
+    elif len(sys.argv) == 3 and sys.argv[1] == "vectors":
+        with open(sys.argv[2], encoding="utf-8") as f:
+            vf = json.load(f)
+        out = []
+        for v in vf["vectors"]:
+            # Signature validity is all an independent stack can judge without the rules.
+            want = v["expect_reason"] not in ("malformed", "unknown_key", "bad_signature")
+            try:
+                got = check_one(v["text"], vf["keys"])["ok"]
+            except Exception:  # malformed or unknown kid
+                got = False
+            out.append({"name": v["name"], "signature_valid": got, "expected": want})
         print(json.dumps(out))
     else:
         print(__doc__, file=sys.stderr)
