@@ -123,19 +123,45 @@ impl Checkpoint {
         self.check_inner(text, at, None)
     }
 
-    /// Parsing runs before the store's writer lock is taken.
     fn check_inner(
         &self,
         text: &str,
         at: VerifyTime,
         floor: Option<i64>,
     ) -> Result<Checked, StoreError> {
+        let staged = self.stage(text, at, floor)?;
+        self.store.wait_durable(staged.record.seq)?;
+        Ok(staged)
+    }
+
+    /// Verifies and writes the record but does not wait for it to be durable: the caller
+    /// **must** call [`Checkpoint::wait_durable`] with `record.seq` before acting on the verdict.
+    /// Lets a reader thread go on verifying while earlier records commit.
+    pub fn check_staged(&self, text: &str) -> Result<Checked, StoreError> {
+        let at = self.clock.now();
+        self.stage(text, at, self.clock.floor_ms())
+    }
+
+    /// [`Checkpoint::check_staged`] at a supplied time.
+    pub fn check_staged_at(&self, text: &str, at: VerifyTime) -> Result<Checked, StoreError> {
+        self.stage(text, at, None)
+    }
+
+    /// Blocks until the record `seq` (and every earlier one) is durable.
+    pub fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        self.store.wait_durable(seq)
+    }
+
+    /// Parsing runs before the store's writer lock is taken.
+    fn stage(&self, text: &str, at: VerifyTime, floor: Option<i64>) -> Result<Checked, StoreError> {
         let trust = self.trust();
         let parsed = code::parse(text);
-        let (verification, record) = self.store.verify_and_record(at, floor, |view| match parsed {
-            Ok(p) => verifier::verify_parsed(p, at, &trust, view),
-            Err(e) => verifier::verify_malformed(e),
-        })?;
+        let (verification, record) =
+            self.store
+                .verify_and_stage(at, floor, |view| match parsed {
+                    Ok(p) => verifier::verify_parsed(p, at, &trust, view),
+                    Err(e) => verifier::verify_malformed(e),
+                })?;
         Ok(Checked {
             verification,
             record,

@@ -26,7 +26,11 @@ pub const EXIT_REFUSED: u8 = 1;
 pub const EXIT_SETUP: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "yima-gate", version, about = "一码通办 edge scan-verification gateway")]
+#[command(
+    name = "yima-gate",
+    version,
+    about = "一码通办 edge scan-verification gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,6 +63,13 @@ pub enum Command {
     Mint(MintArgs),
     /// Verify one code (or a stream of codes with --stdin) and record it durably.
     Verify(VerifyArgs),
+    /// Run the verification core end to end on built-in scenarios (valid, replayed, expired,
+    /// lost, suspended, wrong scene, forged) in a scratch state directory.
+    Demo {
+        /// Keep the state here instead of a temporary directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -227,6 +238,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => keygen(alg.into(), &kid, &out, not_before.as_deref(), days),
         Command::Mint(args) => mint(args),
         Command::Verify(args) => verify(args),
+        Command::Demo { state_dir } => crate::demo::run(state_dir.as_deref()),
     }
 }
 

@@ -155,7 +155,6 @@ impl<S: TimeSource> TrustedClock<S> {
             mono_ms,
         });
     }
-
 }
 
 impl<S: TimeSource> Clock for TrustedClock<S> {
@@ -180,12 +179,20 @@ impl<S: TimeSource> Clock for TrustedClock<S> {
         if trusted {
             st.floor_ms = t;
         }
-        VerifyTime { unix_ms: t, trusted }
+        VerifyTime {
+            unix_ms: t,
+            trusted,
+        }
     }
 
     /// The latest trusted time handed out (persist it to survive restarts).
     fn floor_ms(&self) -> Option<i64> {
-        Some(self.state.lock().unwrap_or_else(|p| p.into_inner()).floor_ms)
+        Some(
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .floor_ms,
+        )
     }
 }
 
@@ -257,7 +264,8 @@ mod tests {
         c.anchor(1_800_000_000_000);
         src.mono.store(70_000, Ordering::SeqCst);
         assert_eq!(c.now(), VerifyTime::trusted(1_800_000_060_000));
-        src.mono.store(10_000 + ANCHOR_MAX_AGE_MS + 1, Ordering::SeqCst);
+        src.mono
+            .store(10_000 + ANCHOR_MAX_AGE_MS + 1, Ordering::SeqCst);
         let late = c.now();
         assert!(!late.trusted);
         assert!(late.unix_ms >= 1_800_000_060_000, "never moves backwards");

@@ -17,9 +17,8 @@
 use ciborium::value::{Integer, Value};
 use coset::iana::EnumI64;
 use coset::{
-    iana, mac_structure_data, sig_structure_data, CoseMac0, CoseSign1,
-    HeaderBuilder, MacContext, RegisteredLabelWithPrivate, SignatureContext,
-    TaggedCborSerializable,
+    iana, mac_structure_data, sig_structure_data, CoseMac0, CoseSign1, HeaderBuilder, MacContext,
+    RegisteredLabelWithPrivate, SignatureContext, TaggedCborSerializable,
 };
 
 use crate::keys::{Alg, Kid, SigningKey};
@@ -278,7 +277,9 @@ fn parse_claims(payload: &[u8]) -> Result<Claims, FormatError> {
         _ => return Err(FormatError::BadClaim("kind")),
     };
     let service = as_text(required(take(&mut y, 2), "svc")?, "svc")?;
-    let scenes = take(&mut y, 3).map(|v| as_text_list(v, "scn")).transpose()?;
+    let scenes = take(&mut y, 3)
+        .map(|v| as_text_list(v, "scn"))
+        .transpose()?;
     let mode = take(&mut y, 4)
         .map(|v| match as_uint(v, "mode")? {
             1 => Ok(AccessMode::Fused),
@@ -478,21 +479,24 @@ mod tests {
 
     #[test]
     fn structural_errors_are_named() {
-        assert_eq!(parse("").unwrap_err(), FormatError::Prefix);
-        assert_eq!(parse("YM2:AAA").unwrap_err(), FormatError::Prefix);
-        assert_eq!(parse("YM1:a").unwrap_err(), FormatError::Base45);
+        assert_eq!(parse("").expect_err("must fail"), FormatError::Prefix);
         assert_eq!(
-            parse(&format!("YM1:{}", "0".repeat(3000))).unwrap_err(),
+            parse("YM2:AAA").expect_err("must fail"),
+            FormatError::Prefix
+        );
+        assert_eq!(parse("YM1:a").expect_err("must fail"), FormatError::Base45);
+        assert_eq!(
+            parse(&format!("YM1:{}", "0".repeat(3000))).expect_err("must fail"),
             FormatError::TooLong
         );
         // valid Base45 of a CBOR integer
         assert_eq!(
-            parse(&to_text(&[0x01])).unwrap_err(),
+            parse(&to_text(&[0x01])).expect_err("must fail"),
             FormatError::NotCose
         );
         // tag 18 around a non-array
         assert!(matches!(
-            parse(&to_text(&[0xD2, 0x01])).unwrap_err(),
+            parse(&to_text(&[0xD2, 0x01])).expect_err("must fail"),
             FormatError::Cose(_)
         ));
     }
@@ -505,7 +509,7 @@ mod tests {
         claims.serial = None;
         let text = mint(&key, &kid, &claims);
         assert_eq!(
-            parse(&text).unwrap_err(),
+            parse(&text).expect_err("must fail"),
             FormatError::MissingClaim("cat/sn")
         );
     }
@@ -518,7 +522,7 @@ mod tests {
             let mut claims = sample_claims(CodeKind::Dynamic);
             claims.cti = vec![9; len];
             assert_eq!(
-                parse(&mint(&key, &kid, &claims)).unwrap_err(),
+                parse(&mint(&key, &kid, &claims)).expect_err("must fail"),
                 FormatError::BadClaim("cti")
             );
         }

@@ -733,7 +733,10 @@ mod tests {
         ));
         let mut e = entry.clone();
         e.kinds = vec!["weekly".into()];
-        assert!(matches!(TrustedKey::from_entry(&e), Err(KeyError::BadKind(_))));
+        assert!(matches!(
+            TrustedKey::from_entry(&e),
+            Err(KeyError::BadKind(_))
+        ));
         let mut e = entry.clone();
         e.key = "AAAA".into();
         assert!(matches!(
@@ -770,7 +773,10 @@ mod tests {
         write_file_mode(&path, pair.to_json().as_bytes(), 0o600).expect("write");
         let back = KeyPair::load(&path).expect("load");
         assert_eq!(back.kid, pair.kid);
-        assert!(pair.trusted_key().key.verify(b"m", &back.signing.sign(b"m")));
+        assert!(pair
+            .trusted_key()
+            .key
+            .verify(b"m", &back.signing.sign(b"m")));
         write_file_mode(&path, pair.to_json().as_bytes(), 0o644).expect("write");
         assert!(matches!(
             KeyPair::load(&path),

@@ -23,7 +23,8 @@
 //! - [`store`] — sled: records, replay tags, sequence numbers; fsync; crash recovery.
 //! - [`checkpoint`] — verify + record in one durable step; the only road to an open gate.
 //! - [`qr`] — render a code as a QR image; read codes from images (rqrr, panic-isolated).
-//! - [`cli`] — the command line (`init`, `keygen`, `mint`, `verify`).
+//! - [`cli`] — the command line (`init`, `keygen`, `mint`, `verify`, `demo`).
+//! - [`demo`] — built-in end-to-end scenarios through the real checkpoint and store.
 //!
 //! ## Architecture invariants
 //! - **The verifier is pure.** No I/O, no clock reads: it is handed the time, the trust state and
@@ -45,6 +46,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod code;
+pub mod demo;
 pub mod keys;
 pub mod policy;
 pub mod qr;

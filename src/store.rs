@@ -2,13 +2,18 @@
 //! sled. The only module that knows the storage engine; the rest see typed operations.
 //!
 //! # Design constraints
-//! - A record and (for an accepted dynamic code) its replay tag are written in **one sled
-//!   transaction** together with the next sequence number, and are **fsynced** before
-//!   [`Store::verify_and_record`] returns. sled's own `flush()` only issues
+//! - A record and (for an accepted dynamic code) its replay tag are written in **one atomic
+//!   sled insert** (the stored record carries the tag), and are **fsynced** before
+//!   [`Store::verify_and_record`] returns. The replay tree is an index written in the same
+//!   durability round; `open` restores an index entry a crash cut off. sled transactions and
+//!   batches are avoided on purpose: each forces a log write-out of its own (`roll_iobuf`). sled's own `flush()` only issues
 //!   `sync_file_range` on Linux (shared/notes/measured-facts.md), so after it we `fsync` sled's
-//!   log file ourselves. Concurrent callers share one fsync (group commit).
-//! - Sequence numbers live in the same transaction as the records they number, so a crash can
-//!   never hand out a number that was already acknowledged.
+//!   log file ourselves. One committer thread does every flush + fsync for all records written
+//!   so far, so concurrent or pipelined verifications share one round (group commit). A failed
+//!   commit poisons the store: every waiter and every later write gets an error.
+//! - The next sequence number is derived from the records themselves at open (last key + 1,
+//!   and never below meta's `next_seq`), so a crash can never hand out a number that was
+//!   already acknowledged.
 //! - Replay check and replay-tag insert happen under one writer lock: two presentations of one
 //!   code cannot both be accepted.
 //! - Opening never bricks the gate: a leftover `snap.*.generating` (sled #1527/#1533) is removed
@@ -22,8 +27,8 @@
 //!
 //! # On-disk layout (`<state-dir>/store/`, sled)
 //! ```text
-//! tree "records": seq (u64 BE)            → Record as JSON
-//! tree "replay":  ReplayTag (16 bytes)     → window end, ms (i64 BE)
+//! tree "records": seq (u64 BE)            → Record as JSON (+ replay_tag, replay_until_ms)
+//! tree "replay":  ReplayTag (16 bytes)     → window end, ms (i64 BE); index of the above
 //! tree "meta":    "next_seq"              → u64 BE
 //!                 "hash_key"              → 32 random bytes (RecordHasher)
 //!                 "clock_floor_ms"        → i64 BE, the live clock's floor at the last record
@@ -33,10 +38,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::VerifyTime;
 use crate::record::{Record, RecordHasher};
@@ -47,6 +51,11 @@ const K_HASH_KEY: &[u8] = b"hash_key";
 const K_CLOCK_FLOOR: &[u8] = b"clock_floor_ms";
 const K_GUARD: &[u8] = b"guard_from_ms";
 const GUARD_PENDING: i64 = i64::MIN;
+
+/// Records that make a full group-commit batch.
+const COMMIT_BATCH: u64 = 64;
+/// Longest a commit waits for more records, and only under load (see `committer_loop`).
+const COMMIT_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// sled's page cache; small, because a gate has little memory and records are written once.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
@@ -102,8 +111,26 @@ pub enum Create {
 struct Writer {
     next_seq: u64,
     guard_from_ms: Option<i64>,
+    /// The guard value last written to meta.
+    guard_persisted: Option<i64>,
     clock_floor_ms: i64,
 }
+
+/// A record as stored: the record plus the replay tag it claimed (accepted dynamic codes).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredRecord {
+    #[serde(flatten)]
+    record: Record,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replay_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replay_until_ms: Option<i64>,
+}
+
+/// How many of the newest records `open` checks for a replay tag missing from the index. Only
+/// the very last can be (a crash between its insert and the tag's), but checking a few more
+/// costs nothing.
+const TAG_RESTORE_WINDOW: usize = 16;
 
 /// The durable store.
 #[derive(Debug)]
@@ -113,14 +140,140 @@ pub struct Store {
     records: sled::Tree,
     replay: sled::Tree,
     meta: sled::Tree,
-    log_file: File,
     hasher: RecordHasher,
     writer: Mutex<Writer>,
-    /// Highest seq written to sled (in memory, maybe not yet durable).
-    written: AtomicU64,
-    /// Highest seq known durable; the mutex also serializes fsyncs (group commit).
-    durable: Mutex<u64>,
+    durability: Arc<Durability>,
+    committer: Option<std::thread::JoinHandle<()>>,
     open_state: OpenState,
+}
+
+/// Group commit: writers publish the highest seq they wrote; one committer thread flushes
+/// sled and fsyncs its log for everything written so far, then wakes every waiter it covered.
+/// Writers never fsync themselves, so any number of them share one round.
+#[derive(Debug)]
+struct Durability {
+    db: sled::Db,
+    log_file: File,
+    log_path: PathBuf,
+    state: Mutex<DurableState>,
+    /// Signalled when there is something to commit (or on shutdown).
+    work: Condvar,
+    /// Signalled after every commit round.
+    done: Condvar,
+    /// Flush + fsync rounds since open (records per round = batch size).
+    rounds: AtomicU64,
+}
+
+#[derive(Debug)]
+struct DurableState {
+    /// Highest seq written to sled (in memory, maybe not yet on disk).
+    written: u64,
+    /// Highest seq known on disk.
+    durable: u64,
+    /// Set when a commit failed: the store is unusable and every waiter gets the error.
+    failed: Option<String>,
+    shutdown: bool,
+}
+
+impl Durability {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DurableState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// sled flush (writes its buffers to the log) + fsync of the log (sled's flush alone only
+    /// issues `sync_file_range`, which does not survive power loss).
+    fn sync(&self) -> Result<(), StoreError> {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.db.flush()?;
+        self.log_file.sync_data().map_err(io_err(&self.log_path))
+    }
+
+    fn committer_loop(&self) {
+        let mut last_batch = 0u64;
+        loop {
+            let target = {
+                let mut st = self.lock();
+                while st.written <= st.durable && !st.shutdown && st.failed.is_none() {
+                    st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                if st.failed.is_some() || (st.shutdown && st.written <= st.durable) {
+                    return;
+                }
+                // Under load (the last round carried several records) linger briefly so that
+                // one fsync covers more records; a lone verification never waits.
+                if last_batch > 1 {
+                    let deadline = std::time::Instant::now() + COMMIT_LINGER;
+                    while st.written - st.durable < COMMIT_BATCH && !st.shutdown {
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        st = self
+                            .work
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+                st.written
+            };
+            let result = self.sync();
+            let mut st = self.lock();
+            last_batch = target - st.durable;
+            match result {
+                Ok(()) => st.durable = st.durable.max(target),
+                Err(e) => {
+                    tracing::error!(error = %e, "store: commit failed; refusing further writes");
+                    st.failed = Some(e.to_string());
+                }
+            }
+            self.done.notify_all();
+        }
+    }
+
+    fn published(&self, seq: u64) {
+        let mut st = self.lock();
+        let was_idle = st.written <= st.durable;
+        st.written = st.written.max(seq);
+        // Wake the committer when work appears and when a full batch is waiting; waking it
+        // for every record would cost a context switch each.
+        if was_idle || st.written - st.durable >= COMMIT_BATCH {
+            self.work.notify_one();
+        }
+    }
+
+    fn wait(&self, seq: u64) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        loop {
+            if st.durable >= seq {
+                return Ok(());
+            }
+            if let Some(e) = &st.failed {
+                return Err(StoreError::Engine(format!("commit failed: {e}")));
+            }
+            if st.shutdown {
+                return Err(StoreError::Engine("store closed before commit".into()));
+            }
+            st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), StoreError> {
+        match &self.lock().failed {
+            Some(e) => Err(StoreError::Engine(format!("an earlier commit failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.durability.lock().shutdown = true;
+        self.durability.work.notify_all();
+        if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -318,6 +471,10 @@ impl Store {
             meta.insert(K_GUARD, &GUARD_PENDING.to_be_bytes())?;
         }
         meta.insert(K_NEXT_SEQ, &next_seq.to_be_bytes())?;
+        let restored = restore_replay_tags(&records, &replay)?;
+        if restored > 0 {
+            tracing::warn!(restored, "store: restored replay tags cut off by a crash");
+        }
         let clock_floor_ms = meta
             .get(K_CLOCK_FLOOR)?
             .and_then(|v| be_i64(&v))
@@ -325,26 +482,51 @@ impl Store {
 
         let log_path = path.join("db");
         let log_file = File::open(&log_path).map_err(io_err(&log_path))?;
-        let store = Store {
+        let durability = Arc::new(Durability {
+            db: db.clone(),
+            log_file,
+            log_path,
+            state: Mutex::new(DurableState {
+                written: next_seq - 1,
+                durable: next_seq - 1,
+                failed: None,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            rounds: AtomicU64::new(0),
+        });
+        // Whatever open repaired or initialised is made durable before the first verification.
+        durability.sync()?;
+        let committer = {
+            let d = durability.clone();
+            std::thread::Builder::new()
+                .name("store-commit".into())
+                .spawn(move || d.committer_loop())
+                .map_err(io_err(&path))?
+        };
+        Ok(Store {
             dir: path,
             db,
             records,
             replay,
             meta,
-            log_file,
             hasher: RecordHasher::new(hash_key),
             writer: Mutex::new(Writer {
                 next_seq,
                 guard_from_ms,
+                guard_persisted: guard_from_ms,
                 clock_floor_ms,
             }),
-            written: AtomicU64::new(next_seq - 1),
-            durable: Mutex::new(0),
+            durability,
+            committer: Some(committer),
             open_state,
-        };
-        store.sync()?;
-        *store.durable.lock().unwrap_or_else(|p| p.into_inner()) = next_seq - 1;
-        Ok(store)
+        })
+    }
+
+    /// The sled directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
     }
 
     /// How this store came to be open (for logs, metrics and `doctor`).
@@ -386,6 +568,24 @@ impl Store {
     where
         F: FnOnce(&dyn ReplayView) -> Verification,
     {
+        let (verification, record) = self.verify_and_stage(at, clock_floor_ms, verify)?;
+        self.wait_durable(record.seq)?;
+        Ok((verification, record))
+    }
+
+    /// Like [`Store::verify_and_record`] but returns as soon as the record is written, before
+    /// it is durable: the caller **must** [`Store::wait_durable`] for `record.seq` before
+    /// acting on the verdict. Lets one thread keep verifying while earlier records commit.
+    pub fn verify_and_stage<F>(
+        &self,
+        at: VerifyTime,
+        clock_floor_ms: Option<i64>,
+        verify: F,
+    ) -> Result<(Verification, Record), StoreError>
+    where
+        F: FnOnce(&dyn ReplayView) -> Verification,
+    {
+        self.durability.check_usable()?;
         let (verification, record) = {
             let mut w = self.lock_writer();
             if at.trusted && w.guard_from_ms == Some(GUARD_PENDING) {
@@ -399,58 +599,51 @@ impl Store {
             let verification = verify(&view);
             let seq = w.next_seq;
             let record = Record::of(seq, at, &verification, &self.hasher);
-            let value = serde_json::to_vec(&record)
-                .map_err(|e| StoreError::Engine(format!("encoding record: {e}")))?;
             let floor = w.clock_floor_ms.max(clock_floor_ms.unwrap_or(i64::MIN));
             let guard = w.guard_from_ms;
             let tag = verification.replay;
-            let result: Result<(), TransactionError<()>> = (&self.records, &self.replay, &self.meta)
-                .transaction(|(records, replay, meta)| {
-                    records.insert(&seq.to_be_bytes(), value.as_slice())?;
-                    meta.insert(K_NEXT_SEQ, &(seq + 1).to_be_bytes())?;
-                    meta.insert(K_CLOCK_FLOOR, &floor.to_be_bytes())?;
-                    if let Some(g) = guard {
-                        meta.insert(K_GUARD, &g.to_be_bytes())?;
-                    }
-                    if let Some(claim) = &tag {
-                        replay.insert(&claim.tag.0, &claim.expires_at_ms.to_be_bytes())?;
-                    }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                });
-            match result {
-                Ok(()) => {}
-                Err(TransactionError::Storage(e)) => return Err(e.into()),
-                Err(TransactionError::Abort(())) => {
-                    return Err(StoreError::Engine("transaction aborted".into()))
+            // One sled insert is the atomic step: the record carries its replay tag. The replay
+            // tree and meta are indexes written right after it, in the same durability round;
+            // `open` restores a tag whose index write a crash cut off. (A sled transaction or
+            // batch would force a log write-out of its own per record: sled `roll_iobuf`.)
+            let stored = StoredRecord {
+                record: record.clone(),
+                replay_tag: tag.map(|c| hex::encode(c.tag.0)),
+                replay_until_ms: tag.map(|c| c.expires_at_ms),
+            };
+            let value = serde_json::to_vec(&stored)
+                .map_err(|e| StoreError::Engine(format!("encoding record: {e}")))?;
+            self.records.insert(seq.to_be_bytes(), value)?;
+            if let Some(claim) = &tag {
+                self.replay
+                    .insert(claim.tag.0, &claim.expires_at_ms.to_be_bytes())?;
+            }
+            self.meta.insert(K_NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+            if floor != w.clock_floor_ms {
+                self.meta.insert(K_CLOCK_FLOOR, &floor.to_be_bytes())?;
+            }
+            if guard != w.guard_persisted {
+                if let Some(g) = guard {
+                    self.meta.insert(K_GUARD, &g.to_be_bytes())?;
                 }
+                w.guard_persisted = guard;
             }
             w.next_seq = seq + 1;
             w.clock_floor_ms = floor;
-            self.written.store(seq, Ordering::SeqCst);
+            self.durability.published(seq);
             (verification, record)
         };
-        self.make_durable(record.seq)?;
         Ok((verification, record))
     }
 
-    /// Blocks until every write up to `seq` is on disk. One caller fsyncs for all that wait.
-    fn make_durable(&self, seq: u64) -> Result<(), StoreError> {
-        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
-        if *durable >= seq {
-            return Ok(());
-        }
-        let target = self.written.load(Ordering::SeqCst);
-        self.sync()?;
-        *durable = target;
-        Ok(())
+    /// Blocks until every record up to `seq` is on disk (the committer thread fsyncs).
+    pub fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        self.durability.wait(seq)
     }
 
-    /// sled flush (writes the log) + fsync of the log file (makes it durable).
-    fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.log_file
-            .sync_data()
-            .map_err(io_err(&self.dir.join("db")))
+    /// The highest sequence number known to be on disk.
+    pub fn durable_seq(&self) -> u64 {
+        self.durability.lock().durable
     }
 
     /// One record by sequence number.
@@ -468,6 +661,11 @@ impl Store {
             .take(limit)
             .map(|kv| decode_record(&kv?.1))
             .collect()
+    }
+
+    /// Flush + fsync rounds since open.
+    pub fn sync_count(&self) -> u64 {
+        self.durability.rounds.load(Ordering::Relaxed)
     }
 
     /// Number of records held.
@@ -508,8 +706,29 @@ impl Store {
     }
 }
 
-fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
+fn decode_stored(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record: {e}")))
+}
+
+fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
+    decode_stored(bytes).map(|s| s.record)
+}
+
+/// Re-inserts replay tags of the newest records that are missing from the replay index.
+fn restore_replay_tags(records: &sled::Tree, replay: &sled::Tree) -> Result<usize, StoreError> {
+    let mut restored = 0;
+    for kv in records.iter().rev().take(TAG_RESTORE_WINDOW) {
+        let (_, v) = kv?;
+        let stored = decode_stored(&v)?;
+        if let (Some(tag), Some(until)) = (stored.replay_tag, stored.replay_until_ms) {
+            let tag = hex::decode(tag).map_err(|e| StoreError::Corrupt(format!("tag: {e}")))?;
+            if replay.get(&tag)?.is_none() {
+                replay.insert(tag, &until.to_be_bytes())?;
+                restored += 1;
+            }
+        }
+    }
+    Ok(restored)
 }
 
 /// The replay tree seen from inside the writer lock.

@@ -184,10 +184,8 @@ fn decide(
     }
 
     // Authenticated from here on: the claims may be recorded and reported.
-    let scene = match served_scene(c, &trust.terminal.scenes) {
-        Ok(s) => s,
-        Err(()) => None,
-    };
+    let served = served_scene(c, &trust.terminal.scenes);
+    let scene = served.clone().unwrap_or_default();
     out.facts = Some(CodeFacts {
         iss: c.iss.clone(),
         kind: c.kind,
@@ -225,7 +223,7 @@ fn decide(
     if trust.services.is_suspended(&c.service) {
         return Reason::ServiceSuspended;
     }
-    if served_scene(c, &trust.terminal.scenes).is_err() {
+    if served.is_err() {
         return Reason::WrongScene;
     }
 

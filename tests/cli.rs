@@ -33,10 +33,22 @@ impl Env {
 
     fn keygen(&self, alg: &str, kid: &str) -> (PathBuf, PathBuf) {
         let out = self.path("keys");
-        let o = self.run(&["keygen", "--alg", alg, "--kid", kid, "--out", out.to_str().expect("utf8"),
-            "--not-before", "2026-01-01T00:00:00Z"]);
+        let o = self.run(&[
+            "keygen",
+            "--alg",
+            alg,
+            "--kid",
+            kid,
+            "--out",
+            out.to_str().expect("utf8"),
+            "--not-before",
+            "2026-01-01T00:00:00Z",
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        (out.join(format!("{kid}.key.json")), out.join(format!("{kid}.trust.json")))
+        (
+            out.join(format!("{kid}.key.json")),
+            out.join(format!("{kid}.trust.json")),
+        )
     }
 
     fn mint(&self, key: &Path, extra: &[&str]) -> String {
@@ -44,11 +56,18 @@ impl Env {
         args.extend_from_slice(extra);
         let o = self.run(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).expect("utf8").trim().to_string()
+        String::from_utf8(o.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
     }
 
     fn init(&self) {
-        let o = self.run(&["init", "--state-dir", self.path("state").to_str().expect("utf8")]);
+        let o = self.run(&[
+            "init",
+            "--state-dir",
+            self.path("state").to_str().expect("utf8"),
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
@@ -79,7 +98,11 @@ fn keygen_writes_private_key_0600_and_spec_trust_entry() {
         let (key, trust) = env.keygen(alg, &format!("k-{alg}"));
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&key), 0o600, "{alg} private key");
-        assert_eq!(mode(&trust), if alg == "hmac" { 0o600 } else { 0o644 }, "{alg} trust");
+        assert_eq!(
+            mode(&trust),
+            if alg == "hmac" { 0o600 } else { 0o644 },
+            "{alg} trust"
+        );
         let entry: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&trust).expect("read")).expect("json");
         let expected_alg = match alg {
@@ -103,7 +126,19 @@ fn verify_accepts_then_refuses_replay_after_restart_for_every_alg() {
     env.init();
     for alg in ["ed25519", "es256", "sm2", "hmac"] {
         let (key, trust) = env.keygen(alg, &format!("r-{alg}"));
-        let code = env.mint(&key, &["--kind", "dynamic", "--service", "SVC1", "--at", AT, "--scene", "S1"]);
+        let code = env.mint(
+            &key,
+            &[
+                "--kind",
+                "dynamic",
+                "--service",
+                "SVC1",
+                "--at",
+                AT,
+                "--scene",
+                "S1",
+            ],
+        );
         assert!(code.starts_with("YM1:"));
         let (rc, v) = env.verify(&trust, &["--at", AT, "--scene", "S1", &code]);
         assert_eq!(rc, 0, "{alg}: {v}");
@@ -125,7 +160,10 @@ fn expired_dynamic_code_is_ma_yi_guo_qi() {
     let env = Env::new();
     env.init();
     let (key, trust) = env.keygen("ed25519", "e");
-    let code = env.mint(&key, &["--kind", "dynamic", "--service", "SVC1", "--at", AT]);
+    let code = env.mint(
+        &key,
+        &["--kind", "dynamic", "--service", "SVC1", "--at", AT],
+    );
     let (rc, v) = env.verify(&trust, &["--at", "2026-06-01T08:01:06Z", &code]);
     assert_eq!(rc, 1);
     assert_eq!(v["reason"], "expired");
@@ -148,10 +186,66 @@ fn static_code_states_from_status_file() {
     )
     .expect("write");
     let st = status.to_str().expect("utf8");
-    let lost = env.mint(&key, &["--kind", "static", "--service", "SVC", "--cat", "C1", "--sn", "1", "--at", AT]);
-    let ok = env.mint(&key, &["--kind", "static", "--service", "SVC", "--cat", "C1", "--sn", "2", "--at", AT]);
-    let stopped = env.mint(&key, &["--kind", "static", "--service", "STOPPED", "--cat", "C1", "--sn", "2", "--at", AT]);
-    let unknown = env.mint(&key, &["--kind", "static", "--service", "SVC", "--cat", "C1", "--sn", "3", "--at", AT]);
+    let lost = env.mint(
+        &key,
+        &[
+            "--kind",
+            "static",
+            "--service",
+            "SVC",
+            "--cat",
+            "C1",
+            "--sn",
+            "1",
+            "--at",
+            AT,
+        ],
+    );
+    let ok = env.mint(
+        &key,
+        &[
+            "--kind",
+            "static",
+            "--service",
+            "SVC",
+            "--cat",
+            "C1",
+            "--sn",
+            "2",
+            "--at",
+            AT,
+        ],
+    );
+    let stopped = env.mint(
+        &key,
+        &[
+            "--kind",
+            "static",
+            "--service",
+            "STOPPED",
+            "--cat",
+            "C1",
+            "--sn",
+            "2",
+            "--at",
+            AT,
+        ],
+    );
+    let unknown = env.mint(
+        &key,
+        &[
+            "--kind",
+            "static",
+            "--service",
+            "SVC",
+            "--cat",
+            "C1",
+            "--sn",
+            "3",
+            "--at",
+            AT,
+        ],
+    );
     let (rc, v) = env.verify(&trust, &["--at", AT, "--status", st, &lost]);
     assert_eq!((rc, v["message"].as_str()), (1, Some("码已挂失")));
     let (rc, v) = env.verify(&trust, &["--at", AT, "--status", st, &ok]);
@@ -163,7 +257,17 @@ fn static_code_states_from_status_file() {
     assert_eq!((rc, v["message"].as_str()), (1, Some("服务已暂停")));
     let (rc, v) = env.verify(&trust, &["--at", AT, "--status", st, &unknown]);
     assert_eq!((rc, v["reason"].as_str()), (1, Some("static_code_unknown")));
-    let (rc, _) = env.verify(&trust, &["--at", AT, "--status", st, "--accept-unknown-static", &unknown]);
+    let (rc, _) = env.verify(
+        &trust,
+        &[
+            "--at",
+            AT,
+            "--status",
+            st,
+            "--accept-unknown-static",
+            &unknown,
+        ],
+    );
     assert_eq!(rc, 0);
 }
 
@@ -173,9 +277,24 @@ fn verify_reads_a_qr_png() {
     env.init();
     let (key, trust) = env.keygen("es256", "img");
     let png = env.path("code.png");
-    let code = env.mint(&key, &["--kind", "dynamic", "--service", "SVC", "--at", AT, "--png", png.to_str().expect("utf8")]);
+    let code = env.mint(
+        &key,
+        &[
+            "--kind",
+            "dynamic",
+            "--service",
+            "SVC",
+            "--at",
+            AT,
+            "--png",
+            png.to_str().expect("utf8"),
+        ],
+    );
     assert!(png.exists());
-    let (rc, v) = env.verify(&trust, &["--at", AT, "--image", png.to_str().expect("utf8")]);
+    let (rc, v) = env.verify(
+        &trust,
+        &["--at", AT, "--image", png.to_str().expect("utf8")],
+    );
     assert_eq!(rc, 0, "{v}");
     let (rc, v) = env.verify(&trust, &["--at", AT, &code]);
     assert_eq!((rc, v["reason"].as_str()), (1, Some("replayed")));
@@ -188,11 +307,20 @@ fn malformed_and_forged_codes_exit_1_as_illegal_code() {
     let (_, trust) = env.keygen("ed25519", "a");
     let (other_key, _) = env.keygen("ed25519", "b");
     let (rc, v) = env.verify(&trust, &["--at", AT, "not a code"]);
-    assert_eq!((rc, v["reason"].as_str(), v["message"].as_str()), (1, Some("malformed"), Some("非法二维码")));
+    assert_eq!(
+        (rc, v["reason"].as_str(), v["message"].as_str()),
+        (1, Some("malformed"), Some("非法二维码"))
+    );
     assert!(v["detail"].is_string());
-    let foreign = env.mint(&other_key, &["--kind", "dynamic", "--service", "SVC", "--at", AT]);
+    let foreign = env.mint(
+        &other_key,
+        &["--kind", "dynamic", "--service", "SVC", "--at", AT],
+    );
     let (rc, v) = env.verify(&trust, &["--at", AT, &foreign]);
-    assert_eq!((rc, v["reason"].as_str(), v["message"].as_str()), (1, Some("unknown_key"), Some("非法二维码")));
+    assert_eq!(
+        (rc, v["reason"].as_str(), v["message"].as_str()),
+        (1, Some("unknown_key"), Some("非法二维码"))
+    );
 }
 
 #[test]
@@ -246,9 +374,35 @@ fn unprovisioned_state_dir_guards_replays() {
     let (key, trust) = env.keygen("ed25519", "g");
     let code = env.mint(&key, &["--kind", "dynamic", "--service", "SVC", "--at", AT]);
     let (rc, v) = env.verify(&trust, &["--at", AT, &code]);
-    assert_eq!((rc, v["reason"].as_str()), (1, Some("replay_guard_recovering")), "{v}");
+    assert_eq!(
+        (rc, v["reason"].as_str()),
+        (1, Some("replay_guard_recovering")),
+        "{v}"
+    );
     // a code issued after the guard time passes
-    let later = env.mint(&key, &["--kind", "dynamic", "--service", "SVC", "--at", "2026-06-01T08:00:10Z"]);
+    let later = env.mint(
+        &key,
+        &[
+            "--kind",
+            "dynamic",
+            "--service",
+            "SVC",
+            "--at",
+            "2026-06-01T08:00:10Z",
+        ],
+    );
     let (rc, v) = env.verify(&trust, &["--at", "2026-06-01T08:00:10Z", &later]);
     assert_eq!(rc, 0, "{v}");
+}
+
+#[test]
+fn demo_runs_every_scenario_to_its_expected_verdict() {
+    let env = Env::new();
+    let state = env.path("demo");
+    let o = env.run(&["demo", "--state-dir", state.to_str().expect("utf8")]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("码已过期") && out.contains("码已使用") && out.contains("码已挂失"));
+    assert!(!out.contains("unexpected"));
+    assert!(out.contains("9 verifications recorded durably (2 accepted, 7 refused)"));
 }

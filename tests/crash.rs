@@ -17,7 +17,7 @@ use yima_gate::keys::{write_file_mode, Alg};
 use yima_gate::store::{Create, OpenState, Store};
 
 /// Cycles of spawn → verify → kill -9. Bounded so the test stays well under a minute.
-const CYCLES: usize = 60;
+const CYCLES: usize = 200;
 
 #[derive(Debug)]
 struct Report {
@@ -124,13 +124,19 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
             });
         }
         // A finished process (all lines answered before the kill) exits 0; otherwise SIGKILL.
-        assert!(status.code().is_none() || status.success(), "cycle {cycle}: {status:?}");
+        assert!(
+            status.code().is_none() || status.success(),
+            "cycle {cycle}: {status:?}"
+        );
     }
 
     // The store reopens (recovering by itself if it has to) and holds what was reported.
     let store = Store::open(&state, Create::Guarded, 0).expect("reopen");
     assert!(
-        matches!(store.open_state(), OpenState::Existing | OpenState::RepairedSnapshot { .. }),
+        matches!(
+            store.open_state(),
+            OpenState::Existing | OpenState::RepairedSnapshot { .. }
+        ),
         "{:?}",
         store.open_state()
     );
@@ -148,21 +154,38 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
     let mut seen_seq = HashSet::new();
     let mut accepted_codes = HashSet::new();
     for r in &reports {
-        assert!(seen_seq.insert(r.seq), "sequence number {} reported twice", r.seq);
+        assert!(
+            seen_seq.insert(r.seq),
+            "sequence number {} reported twice",
+            r.seq
+        );
         let rec = by_seq
             .get(&r.seq)
             .unwrap_or_else(|| panic!("reported seq {} has no record after the crashes", r.seq));
         assert_eq!(rec.reason.code(), r.reason, "seq {}", r.seq);
-        assert_eq!(rec.cti_hash.as_deref(), Some(cti_hash(r.code).as_str()), "seq {}", r.seq);
+        assert_eq!(
+            rec.cti_hash.as_deref(),
+            Some(cti_hash(r.code).as_str()),
+            "seq {}",
+            r.seq
+        );
         if r.reason == "accepted" {
-            assert!(accepted_codes.insert(r.code), "code {} accepted twice", r.code);
+            assert!(
+                accepted_codes.insert(r.code),
+                "code {} accepted twice",
+                r.code
+            );
         }
     }
     // No code has two accepted records, reported or not.
     let mut accepted_hashes = HashSet::new();
     for rec in records.iter().filter(|r| r.accepted()) {
         let h = rec.cti_hash.clone().expect("hash");
-        assert!(accepted_hashes.insert(h), "a code was accepted twice (seq {})", rec.seq);
+        assert!(
+            accepted_hashes.insert(h),
+            "a code was accepted twice (seq {})",
+            rec.seq
+        );
     }
     let accepted_reports = reports.iter().filter(|r| r.reason == "accepted").count();
     eprintln!(

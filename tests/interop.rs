@@ -70,11 +70,26 @@ fn codes_minted_by_the_peer_verify_here() {
     let mut algs = std::collections::BTreeSet::new();
     for c in codes {
         let text = c["text"].as_str().expect("text");
-        let v = verify(text, VerifyTime::trusted((T0 + 1) * 1000), &trust, &NothingSpent);
-        assert_eq!(v.verdict.reason, Reason::Accepted, "peer {} {} code: {:?}", c["alg"], c["kind"], v.format_error);
+        let v = verify(
+            text,
+            VerifyTime::trusted((T0 + 1) * 1000),
+            &trust,
+            &NothingSpent,
+        );
+        assert_eq!(
+            v.verdict.reason,
+            Reason::Accepted,
+            "peer {} {} code: {:?}",
+            c["alg"],
+            c["kind"],
+            v.format_error
+        );
         let claims = v.verdict.claims.expect("claims");
         assert_eq!(claims.service, "SVC-PY");
-        assert_eq!(claims.business_codes, vec!["B-1".to_string(), "B-2".to_string()]);
+        assert_eq!(
+            claims.business_codes,
+            vec!["B-1".to_string(), "B-2".to_string()]
+        );
         if c["kind"] == "static" {
             assert_eq!(claims.kind, CodeKind::Static);
             assert_eq!(claims.catalogue.as_deref(), Some("CAT-PY"));
@@ -84,7 +99,12 @@ fn codes_minted_by_the_peer_verify_here() {
         let mut cose = code::cose_bytes(text).expect("cose");
         let last = cose.len() - 1;
         cose[last] ^= 0x01;
-        let v = verify(&code::to_text(&cose), VerifyTime::trusted((T0 + 1) * 1000), &trust, &NothingSpent);
+        let v = verify(
+            &code::to_text(&cose),
+            VerifyTime::trusted((T0 + 1) * 1000),
+            &trust,
+            &NothingSpent,
+        );
         assert_eq!(v.verdict.reason, Reason::BadSignature);
     }
     assert_eq!(algs.len(), 4, "all four algorithms came from the peer");
@@ -99,14 +119,21 @@ fn codes_minted_here_verify_in_the_peer() {
     for alg in Alg::ALL {
         let k = key(alg, &format!("rs-{}", alg.name()));
         entries.push(k.trusted_key().to_entry());
-        for claims in [dynamic_claims(T0, 7), static_claims(T0, "CAT-RS", "SN-1", 4)] {
+        for claims in [
+            dynamic_claims(T0, 7),
+            static_claims(T0, "CAT-RS", "SN-1", 4),
+        ] {
             texts.push(code::mint(&k.signing, &k.kid, &claims));
             expected.push((alg, claims));
         }
     }
     // one forged code: signed by a key the peer does not trust, under a trusted kid
     let rogue = key(Alg::EdDSA, "rs-EdDSA");
-    texts.push(code::mint(&rogue.signing, &rogue.kid, &dynamic_claims(T0, 8)));
+    texts.push(code::mint(
+        &rogue.signing,
+        &rogue.kid,
+        &dynamic_claims(T0, 8),
+    ));
     let req = serde_json::json!({ "trust": entries, "codes": texts });
     let results = run_peer(&script, &["check"], Some(&req.to_string()));
     let results = results.as_array().expect("array");
@@ -118,11 +145,22 @@ fn codes_minted_here_verify_in_the_peer() {
         assert_eq!(r["iat"], claims.iat);
         assert_eq!(r["exp"], claims.exp);
         assert_eq!(r["svc"], claims.service.as_str());
-        assert_eq!(r["kind"], if claims.kind == CodeKind::Dynamic { 1 } else { 2 });
+        assert_eq!(
+            r["kind"],
+            if claims.kind == CodeKind::Dynamic {
+                1
+            } else {
+                2
+            }
+        );
         assert_eq!(r["scn"], serde_json::json!(claims.scenes));
         assert_eq!(r["cat"], serde_json::json!(claims.catalogue));
     }
-    assert_eq!(results.last().expect("last")["ok"], false, "the peer refuses the forgery");
+    assert_eq!(
+        results.last().expect("last")["ok"],
+        false,
+        "the peer refuses the forgery"
+    );
 }
 
 #[test]

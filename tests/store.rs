@@ -56,7 +56,10 @@ fn dynamic_code_is_single_use_across_restarts() {
         vec![1, 2, 3, 4]
     );
     assert_eq!(all[0].reason, Reason::Accepted);
-    assert_eq!(all[0].cti_hash, all[1].cti_hash, "records of one code join by hash");
+    assert_eq!(
+        all[0].cti_hash, all[1].cti_hash,
+        "records of one code join by hash"
+    );
 }
 
 #[test]
@@ -75,8 +78,14 @@ fn concurrent_presentations_accept_once() {
         .into_iter()
         .map(|h| h.join().expect("join"))
         .collect();
-    assert_eq!(reasons.iter().filter(|r| **r == Reason::Accepted).count(), 1);
-    assert_eq!(reasons.iter().filter(|r| **r == Reason::Replayed).count(), 7);
+    assert_eq!(
+        reasons.iter().filter(|r| **r == Reason::Accepted).count(),
+        1
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| **r == Reason::Replayed).count(),
+        7
+    );
     let seqs: Vec<u64> = cp
         .store()
         .records_from(0, 100)
@@ -200,7 +209,10 @@ fn damaged_store_is_moved_aside_and_guarded() {
     let cp = checkpoint(dir.path(), Create::Guarded, &k);
     match cp.store().open_state() {
         OpenState::Quarantined { moved_to, .. } => {
-            assert!(moved_to.join("db").exists(), "damaged store kept for salvage");
+            assert!(
+                moved_to.join("db").exists(),
+                "damaged store kept for salvage"
+            );
         }
         other => panic!("expected quarantine, got {other:?}"),
     }
@@ -253,7 +265,12 @@ fn expired_replay_tags_are_purged() {
     }
     assert_eq!(cp.store().replay_tag_count(), 10);
     // tags expire at iat + 60 + 5; at T0 + 70 the first five have gone
-    assert_eq!(cp.store().purge_expired_tags((T0 + 70) * 1000).expect("purge"), 5);
+    assert_eq!(
+        cp.store()
+            .purge_expired_tags((T0 + 70) * 1000)
+            .expect("purge"),
+        5
+    );
     assert_eq!(cp.store().replay_tag_count(), 5);
 }
 
@@ -289,6 +306,39 @@ fn unreadable_snapshot_is_rebuilt_from_the_log() {
         "{:?}",
         cp.store().open_state()
     );
-    assert_eq!(cp.store().record_count(), 20, "the log still holds every record");
-    assert!(cp.store().replay_guard().is_some(), "replay guard on after a rebuild");
+    assert_eq!(
+        cp.store().record_count(),
+        20,
+        "the log still holds every record"
+    );
+    assert!(
+        cp.store().replay_guard().is_some(),
+        "replay guard on after a rebuild"
+    );
+}
+
+#[test]
+fn replay_tag_cut_off_by_a_crash_is_restored_from_the_record() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let k = key(Alg::EdDSA, "k");
+    let text = code::mint(&k.signing, &k.kid, &dynamic_claims(T0, 500));
+    {
+        let cp = checkpoint(dir.path(), Create::Provision, &k);
+        assert!(cp.check_at(&text, at(T0)).expect("check").accepted());
+    }
+    // What a crash between the record insert and its index insert leaves: the record
+    // (which carries the tag) without the replay-index entry.
+    {
+        let db = sled::open(dir.path().join("store")).expect("sled");
+        let replay = db.open_tree("replay").expect("tree");
+        assert_eq!(replay.len(), 1);
+        replay.clear().expect("clear");
+        db.flush().expect("flush");
+    }
+    let cp = checkpoint(dir.path(), Create::Guarded, &k);
+    assert_eq!(cp.store().replay_tag_count(), 1, "tag restored at open");
+    assert_eq!(
+        cp.check_at(&text, at(T0 + 1)).expect("check").reason(),
+        Reason::Replayed
+    );
 }

@@ -76,14 +76,16 @@ fn vectors_give_their_expected_verdicts() {
         write_vectors();
     }
     let file: VectorFile =
-        serde_json::from_str(&std::fs::read_to_string(path()).expect("vectors file")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(path()).expect("vectors file"))
+            .expect("json");
     let entries: Vec<TrustEntry> = file.keys.iter().map(|k| k.entry.clone()).collect();
     let ring = KeyRing::from_json(&serde_json::to_string(&entries).expect("json")).expect("keys");
     let mut seen = std::collections::BTreeSet::new();
     for v in &file.vectors {
         let mut trust = TrustState {
             keys: ring.clone(),
-            settings: yima_gate::policy::Settings::new(file.refresh_s, file.skew_s).expect("settings"),
+            settings: yima_gate::policy::Settings::new(file.refresh_s, file.skew_s)
+                .expect("settings"),
             ..TrustState::default()
         };
         if !v.terminal_scenes.is_empty() {
@@ -93,8 +95,18 @@ fn vectors_give_their_expected_verdicts() {
             s.apply(&mut trust);
         }
         let at = parse_time(&v.at, "at").expect("at") * 1000;
-        let got = verify(&v.text, VerifyTime::trusted(at), &trust, &Used(v.already_used));
-        assert_eq!(got.verdict.reason.code(), v.expect_reason, "vector {}", v.name);
+        let got = verify(
+            &v.text,
+            VerifyTime::trusted(at),
+            &trust,
+            &Used(v.already_used),
+        );
+        assert_eq!(
+            got.verdict.reason.code(),
+            v.expect_reason,
+            "vector {}",
+            v.name
+        );
         assert_eq!(got.verdict.message(), v.expect_message, "vector {}", v.name);
         seen.insert(got.verdict.reason);
     }
@@ -140,17 +152,45 @@ fn write_vectors() {
         let alg = k.signing.alg().name();
         let dynamic = dynamic_claims(t0, 1000 + i as u64);
         let text = code::mint(&k.signing, &k.kid, &dynamic);
-        push(format!("{alg} dynamic accepted"), text.clone(), t0 + 10, &|_| {});
-        push(format!("{alg} dynamic expired"), text.clone(), t0 + 66, &|_| {});
-        push(format!("{alg} dynamic not yet valid"), text.clone(), t0 - 6, &|_| {});
-        push(format!("{alg} dynamic replayed"), text.clone(), t0 + 10, &|v| v.already_used = true);
-        push(format!("{alg} dynamic wrong scene"), text.clone(), t0 + 10, &|v| {
-            v.terminal_scenes = vec!["GATE-Z".into()]
-        });
+        push(
+            format!("{alg} dynamic accepted"),
+            text.clone(),
+            t0 + 10,
+            &|_| {},
+        );
+        push(
+            format!("{alg} dynamic expired"),
+            text.clone(),
+            t0 + 66,
+            &|_| {},
+        );
+        push(
+            format!("{alg} dynamic not yet valid"),
+            text.clone(),
+            t0 - 6,
+            &|_| {},
+        );
+        push(
+            format!("{alg} dynamic replayed"),
+            text.clone(),
+            t0 + 10,
+            &|v| v.already_used = true,
+        );
+        push(
+            format!("{alg} dynamic wrong scene"),
+            text.clone(),
+            t0 + 10,
+            &|v| v.terminal_scenes = vec!["GATE-Z".into()],
+        );
         let mut cose = code::cose_bytes(&text).expect("cose");
         let n = cose.len();
         cose[n - 1] ^= 0x80;
-        push(format!("{alg} signature altered"), code::to_text(&cose), t0 + 10, &|_| {});
+        push(
+            format!("{alg} signature altered"),
+            code::to_text(&cose),
+            t0 + 10,
+            &|_| {},
+        );
         let stat: Claims = static_claims(t0 - 86_400 * 30, "CAT-V", &format!("SN-{i}"), 2);
         let stext = code::mint(&k.signing, &k.kid, &stat);
         let sn = format!("SN-{i}");
@@ -162,13 +202,22 @@ fn write_vectors() {
         };
         let enabled = status("enabled");
         let lost = status("lost");
-        push(format!("{alg} static enabled"), stext.clone(), t0, &|v| v.status = Some(enabled.clone()));
-        push(format!("{alg} static lost"), stext.clone(), t0, &|v| v.status = Some(lost.clone()));
-        push(format!("{alg} static service suspended"), stext.clone(), t0, &|v| {
-            let mut s = enabled.clone();
-            s.suspended_services = vec!["SVC-BUS".into()];
-            v.status = Some(s);
+        push(format!("{alg} static enabled"), stext.clone(), t0, &|v| {
+            v.status = Some(enabled.clone())
         });
+        push(format!("{alg} static lost"), stext.clone(), t0, &|v| {
+            v.status = Some(lost.clone())
+        });
+        push(
+            format!("{alg} static service suspended"),
+            stext.clone(),
+            t0,
+            &|v| {
+                let mut s = enabled.clone();
+                s.suspended_services = vec!["SVC-BUS".into()];
+                v.status = Some(s);
+            },
+        );
     }
     let stranger = key(Alg::EdDSA, "vec-unknown");
     push(
@@ -179,7 +228,12 @@ fn write_vectors() {
     );
     push("wrong prefix".into(), "YM2:ABC".into(), t0, &|_| {});
     push("not Base45".into(), "YM1:abc".into(), t0, &|_| {});
-    push("CBOR integer, not COSE".into(), code::to_text(&[0x01]), t0, &|_| {});
+    push(
+        "CBOR integer, not COSE".into(),
+        code::to_text(&[0x01]),
+        t0,
+        &|_| {},
+    );
 
     // Expected verdicts come from the implementation at generation time and are then frozen;
     // the assertions in the test above keep them honest from then on.
@@ -196,7 +250,14 @@ fn write_vectors() {
             s.apply(&mut trust);
         }
         let t = parse_time(&v.at, "at").expect("at") * 1000;
-        let r = verify(&v.text, VerifyTime::trusted(t), &trust, &Used(v.already_used)).verdict.reason;
+        let r = verify(
+            &v.text,
+            VerifyTime::trusted(t),
+            &trust,
+            &Used(v.already_used),
+        )
+        .verdict
+        .reason;
         v.expect_reason = r.code().into();
         v.expect_message = r.message().into();
     }
@@ -225,5 +286,9 @@ fn write_vectors() {
         vectors,
     };
     std::fs::create_dir_all(path().parent().expect("dir")).expect("mkdir");
-    std::fs::write(path(), serde_json::to_string_pretty(&file).expect("json") + "\n").expect("write");
+    std::fs::write(
+        path(),
+        serde_json::to_string_pretty(&file).expect("json") + "\n",
+    )
+    .expect("write");
 }

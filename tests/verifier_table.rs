@@ -41,15 +41,60 @@ fn cases() -> Vec<Case> {
     let s = static_claims(T0 - 1000, "CAT-1", "SN-1", 2);
     let trusted = |t: i64| VerifyTime::trusted(t);
     let mut v = vec![
-        Case { name: "dynamic fresh", claims: d.clone(), at: trusted(ms(T0 + 10)), trust: none, replay: ReplayStatus::Fresh, expect: Reason::Accepted },
-        Case { name: "dynamic at iat - skew", claims: d.clone(), at: trusted(ms(T0 - 5)), trust: none, replay: ReplayStatus::Fresh, expect: Reason::Accepted },
-        Case { name: "dynamic at end + skew", claims: d.clone(), at: trusted(ms(T0 + 65)), trust: none, replay: ReplayStatus::Fresh, expect: Reason::Accepted },
-        Case { name: "dynamic 1 ms past end + skew", claims: d.clone(), at: trusted(ms(T0 + 65) + 1), trust: none, replay: ReplayStatus::Fresh, expect: Reason::Expired },
-        Case { name: "dynamic long expired", claims: d.clone(), at: trusted(ms(T0 + 3600)), trust: none, replay: ReplayStatus::Fresh, expect: Reason::Expired },
-        Case { name: "dynamic 1 ms before iat - skew", claims: d.clone(), at: trusted(ms(T0 - 5) - 1), trust: none, replay: ReplayStatus::Fresh, expect: Reason::NotYetValid },
+        Case {
+            name: "dynamic fresh",
+            claims: d.clone(),
+            at: trusted(ms(T0 + 10)),
+            trust: none,
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Accepted,
+        },
+        Case {
+            name: "dynamic at iat - skew",
+            claims: d.clone(),
+            at: trusted(ms(T0 - 5)),
+            trust: none,
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Accepted,
+        },
+        Case {
+            name: "dynamic at end + skew",
+            claims: d.clone(),
+            at: trusted(ms(T0 + 65)),
+            trust: none,
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Accepted,
+        },
+        Case {
+            name: "dynamic 1 ms past end + skew",
+            claims: d.clone(),
+            at: trusted(ms(T0 + 65) + 1),
+            trust: none,
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Expired,
+        },
+        Case {
+            name: "dynamic long expired",
+            claims: d.clone(),
+            at: trusted(ms(T0 + 3600)),
+            trust: none,
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Expired,
+        },
+        Case {
+            name: "dynamic 1 ms before iat - skew",
+            claims: d.clone(),
+            at: trusted(ms(T0 - 5) - 1),
+            trust: none,
+            replay: ReplayStatus::Fresh,
+            expect: Reason::NotYetValid,
+        },
         Case {
             name: "dynamic with exp beyond refresh is cut at iat + refresh",
-            claims: Claims { exp: T0 + 3600, ..d.clone() },
+            claims: Claims {
+                exp: T0 + 3600,
+                ..d.clone()
+            },
             at: trusted(ms(T0 + 120)),
             trust: none,
             replay: ReplayStatus::Fresh,
@@ -57,7 +102,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "dynamic exp before iat + refresh wins",
-            claims: Claims { exp: T0 + 20, ..d.clone() },
+            claims: Claims {
+                exp: T0 + 20,
+                ..d.clone()
+            },
             at: trusted(ms(T0 + 30)),
             trust: none,
             replay: ReplayStatus::Fresh,
@@ -81,15 +129,39 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "nbf in the future",
-            claims: Claims { nbf: Some(T0 + 30), ..d.clone() },
+            claims: Claims {
+                nbf: Some(T0 + 30),
+                ..d.clone()
+            },
             at: trusted(ms(T0 + 10)),
             trust: none,
             replay: ReplayStatus::Fresh,
             expect: Reason::NotYetValid,
         },
-        Case { name: "replayed", claims: d.clone(), at: trusted(ms(T0 + 10)), trust: none, replay: ReplayStatus::Spent, expect: Reason::Replayed },
-        Case { name: "replay store recovering", claims: d.clone(), at: trusted(ms(T0 + 10)), trust: none, replay: ReplayStatus::Unknown, expect: Reason::ReplayGuardRecovering },
-        Case { name: "clock untrusted refuses dynamic", claims: d.clone(), at: VerifyTime::untrusted(ms(T0 + 10)), trust: none, replay: ReplayStatus::Fresh, expect: Reason::ClockUntrusted },
+        Case {
+            name: "replayed",
+            claims: d.clone(),
+            at: trusted(ms(T0 + 10)),
+            trust: none,
+            replay: ReplayStatus::Spent,
+            expect: Reason::Replayed,
+        },
+        Case {
+            name: "replay store recovering",
+            claims: d.clone(),
+            at: trusted(ms(T0 + 10)),
+            trust: none,
+            replay: ReplayStatus::Unknown,
+            expect: Reason::ReplayGuardRecovering,
+        },
+        Case {
+            name: "clock untrusted refuses dynamic",
+            claims: d.clone(),
+            at: VerifyTime::untrusted(ms(T0 + 10)),
+            trust: none,
+            replay: ReplayStatus::Fresh,
+            expect: Reason::ClockUntrusted,
+        },
         Case {
             name: "expired AND replayed says expired (time before replay)",
             claims: d.clone(),
@@ -140,13 +212,23 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "code without scenes is valid in every scene",
-            claims: Claims { scenes: None, ..d.clone() },
+            claims: Claims {
+                scenes: None,
+                ..d.clone()
+            },
             at: trusted(ms(T0 + 10)),
             trust: |t| t.terminal.scenes = Scenes::Only(["GATE-Z".to_string()].into()),
             replay: ReplayStatus::Fresh,
             expect: Reason::Accepted,
         },
-        Case { name: "static unknown refused by default", claims: s.clone(), at: trusted(ms(T0)), trust: none, replay: ReplayStatus::Fresh, expect: Reason::StaticCodeUnknown },
+        Case {
+            name: "static unknown refused by default",
+            claims: s.clone(),
+            at: trusted(ms(T0)),
+            trust: none,
+            replay: ReplayStatus::Fresh,
+            expect: Reason::StaticCodeUnknown,
+        },
         Case {
             name: "static unknown accepted by policy",
             claims: s.clone(),
@@ -163,15 +245,60 @@ fn cases() -> Vec<Case> {
             replay: ReplayStatus::Spent,
             expect: Reason::Accepted,
         },
-        Case { name: "static disabled", claims: s.clone(), at: trusted(ms(T0)), trust: |t| set_static(t, StaticState::Disabled, 0), replay: ReplayStatus::Fresh, expect: Reason::Disabled },
-        Case { name: "static lost", claims: s.clone(), at: trusted(ms(T0)), trust: |t| set_static(t, StaticState::Lost, 0), replay: ReplayStatus::Fresh, expect: Reason::Lost },
-        Case { name: "static replaced", claims: s.clone(), at: trusted(ms(T0)), trust: |t| set_static(t, StaticState::Replaced, 0), replay: ReplayStatus::Fresh, expect: Reason::Replaced },
-        Case { name: "static cancelled", claims: s.clone(), at: trusted(ms(T0)), trust: |t| set_static(t, StaticState::Cancelled, 0), replay: ReplayStatus::Fresh, expect: Reason::Cancelled },
-        Case { name: "static older version than list allows", claims: s.clone(), at: trusted(ms(T0)), trust: |t| set_static(t, StaticState::Enabled, 3), replay: ReplayStatus::Fresh, expect: Reason::Replaced },
-        Case { name: "static current version", claims: s.clone(), at: trusted(ms(T0)), trust: |t| set_static(t, StaticState::Enabled, 2), replay: ReplayStatus::Fresh, expect: Reason::Accepted },
+        Case {
+            name: "static disabled",
+            claims: s.clone(),
+            at: trusted(ms(T0)),
+            trust: |t| set_static(t, StaticState::Disabled, 0),
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Disabled,
+        },
+        Case {
+            name: "static lost",
+            claims: s.clone(),
+            at: trusted(ms(T0)),
+            trust: |t| set_static(t, StaticState::Lost, 0),
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Lost,
+        },
+        Case {
+            name: "static replaced",
+            claims: s.clone(),
+            at: trusted(ms(T0)),
+            trust: |t| set_static(t, StaticState::Replaced, 0),
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Replaced,
+        },
+        Case {
+            name: "static cancelled",
+            claims: s.clone(),
+            at: trusted(ms(T0)),
+            trust: |t| set_static(t, StaticState::Cancelled, 0),
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Cancelled,
+        },
+        Case {
+            name: "static older version than list allows",
+            claims: s.clone(),
+            at: trusted(ms(T0)),
+            trust: |t| set_static(t, StaticState::Enabled, 3),
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Replaced,
+        },
+        Case {
+            name: "static current version",
+            claims: s.clone(),
+            at: trusted(ms(T0)),
+            trust: |t| set_static(t, StaticState::Enabled, 2),
+            replay: ReplayStatus::Fresh,
+            expect: Reason::Accepted,
+        },
         Case {
             name: "static past exp",
-            claims: Claims { exp: T0 - 10, ..s.clone() },
+            claims: Claims {
+                exp: T0 - 10,
+                ..s.clone()
+            },
             at: trusted(ms(T0)),
             trust: |t| set_static(t, StaticState::Enabled, 0),
             replay: ReplayStatus::Fresh,
@@ -194,7 +321,8 @@ fn cases() -> Vec<Case> {
 }
 
 fn set_static(t: &mut TrustState, state: StaticState, min_version: u64) {
-    t.statuses.set("CAT-1", "SN-1", StaticStatus { state, min_version });
+    t.statuses
+        .set("CAT-1", "SN-1", StaticStatus { state, min_version });
 }
 
 #[test]
@@ -210,7 +338,8 @@ fn every_rule_for_every_algorithm() {
             assert_eq!(v.verdict.reason, case.expect, "{alg}: {}", case.name);
             assert_eq!(
                 v.replay.is_some(),
-                case.expect == Reason::Accepted && case.claims.kind == yima_gate::verdict::CodeKind::Dynamic,
+                case.expect == Reason::Accepted
+                    && case.claims.kind == yima_gate::verdict::CodeKind::Dynamic,
                 "{alg}: {}: replay claim only for accepted dynamic codes",
                 case.name
             );
@@ -234,7 +363,12 @@ fn every_rule_for_every_algorithm() {
 fn expired_dynamic_code_says_exactly_ma_yi_guo_qi() {
     let k = key(Alg::EdDSA, "k");
     let text = code::mint(&k.signing, &k.kid, &dynamic_claims(T0, 9));
-    let v = verify(&text, VerifyTime::trusted(ms(T0 + 61 + 5)), &trust_with(&[&k]), &NothingSpent);
+    let v = verify(
+        &text,
+        VerifyTime::trusted(ms(T0 + 61 + 5)),
+        &trust_with(&[&k]),
+        &NothingSpent,
+    );
     assert_eq!(v.verdict.reason.code(), "expired");
     assert_eq!(v.verdict.message(), "码已过期");
 }
@@ -272,12 +406,24 @@ fn key_selection_rules() {
     // only a wrong key with that kid
     assert_eq!(check(&trust_with(&[&other])), Reason::BadSignature);
     // no key with that kid
-    assert_eq!(check(&trust_with(&[&key(Alg::EdDSA, "elsewhere")])), Reason::UnknownKey);
+    assert_eq!(
+        check(&trust_with(&[&key(Alg::EdDSA, "elsewhere")])),
+        Reason::UnknownKey
+    );
     assert_eq!(check(&TrustState::default()), Reason::UnknownKey);
     // a key with that kid but another algorithm is not a candidate
-    assert_eq!(check(&trust_with(&[&key(Alg::ES256, "shared")])), Reason::UnknownKey);
+    assert_eq!(
+        check(&trust_with(&[&key(Alg::ES256, "shared")])),
+        Reason::UnknownKey
+    );
     // a key not valid for dynamic codes
-    let mut static_only = KeyPair { kinds: KindSet { dynamic: false, static_: true }, ..key(Alg::EdDSA, "x") };
+    let mut static_only = KeyPair {
+        kinds: KindSet {
+            dynamic: false,
+            static_: true,
+        },
+        ..key(Alg::EdDSA, "x")
+    };
     static_only.signing = good.signing_clone();
     static_only.kid = good.kid.clone();
     assert_eq!(check(&trust_with(&[&static_only])), Reason::UnknownKey);
@@ -299,7 +445,9 @@ trait SigningClone {
 
 impl SigningClone for KeyPair {
     fn signing_clone(&self) -> yima_gate::keys::SigningKey {
-        KeyPair::from_json(&self.to_json()).expect("round trip").signing
+        KeyPair::from_json(&self.to_json())
+            .expect("round trip")
+            .signing
     }
 }
 
@@ -321,7 +469,9 @@ fn malformed_inputs() {
         // HMAC alg inside a COSE_Sign1: mint with HMAC then swap the tag byte 17 → 18
         {
             let h = key(Alg::HMAC256, "h");
-            let mut cose = code::cose_bytes(&code::mint(&h.signing, &h.kid, &dynamic_claims(T0, 6))).expect("cose");
+            let mut cose =
+                code::cose_bytes(&code::mint(&h.signing, &h.kid, &dynamic_claims(T0, 6)))
+                    .expect("cose");
             cose[0] = 0xD2;
             code::to_text(&cose)
         },

@@ -69,7 +69,10 @@ pub fn bin() -> PathBuf {
 /// `../shared/...` relative to the crate root, or `None` with a loud message. In CI
 /// (`CI` set) a missing dataset is a failure, never a silent pass.
 pub fn shared(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("shared")
+        .join(rel);
     if p.exists() {
         return Some(p);
     }
