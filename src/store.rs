@@ -479,6 +479,12 @@ impl Store {
             .get(K_CLOCK_FLOOR)?
             .and_then(|v| be_i64(&v))
             .unwrap_or(0);
+        // Forget tags whose window ended before the last trusted time (never the wall clock:
+        // a clock running ahead must not erase tags that are still needed).
+        let purged = purge_tags_before(&replay, clock_floor_ms)?;
+        if purged > 0 {
+            tracing::debug!(purged, "store: purged expired replay tags");
+        }
 
         let log_path = path.join("db");
         let log_file = File::open(&log_path).map_err(io_err(&log_path))?;
@@ -687,17 +693,7 @@ impl Store {
     /// durable on purpose: a forgotten tag that reappears after a crash is merely expired.
     pub fn purge_expired_tags(&self, now_ms: i64) -> Result<usize, StoreError> {
         let _w = self.lock_writer();
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for kv in self.replay.iter() {
-            let (k, v) = kv?;
-            if be_i64(&v).is_none_or(|end| end < now_ms) {
-                batch.remove(k);
-                n += 1;
-            }
-        }
-        self.replay.apply_batch(batch)?;
-        Ok(n)
+        purge_tags_before(&self.replay, now_ms)
     }
 
     /// Bytes the store occupies on disk.
@@ -712,6 +708,19 @@ fn decode_stored(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
 
 fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
     decode_stored(bytes).map(|s| s.record)
+}
+
+/// Removes replay-index entries whose window ended before `now_ms`.
+fn purge_tags_before(replay: &sled::Tree, now_ms: i64) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for kv in replay.iter() {
+        let (k, v) = kv?;
+        if be_i64(&v).is_none_or(|end| end < now_ms) {
+            replay.remove(k)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Re-inserts replay tags of the newest records that are missing from the replay index.
