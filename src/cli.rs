@@ -63,6 +63,15 @@ pub enum Command {
     Mint(MintArgs),
     /// Verify one code (or a stream of codes with --stdin) and record it durably.
     Verify(VerifyArgs),
+    /// Read QR codes from image files: one JSON line per file with every text found and the
+    /// decode time (the technician's "why does the gate not read this phone?").
+    Decode {
+        /// Look for several codes per image.
+        #[arg(long)]
+        multiple: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run the verification core end to end on built-in scenarios (valid, replayed, expired,
     /// lost, suspended, wrong scene, forged) in a scratch state directory.
     Demo {
@@ -238,6 +247,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => keygen(alg.into(), &kid, &out, not_before.as_deref(), days),
         Command::Mint(args) => mint(args),
         Command::Verify(args) => verify(args),
+        Command::Decode { multiple, files } => decode_files(&files, multiple),
         Command::Demo { state_dir } => crate::demo::run(state_dir.as_deref()),
     }
 }
@@ -426,6 +436,43 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let checked = check(&text)?;
     println!("{}", serde_json::to_string(&checked.report())?);
     Ok(if checked.accepted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REFUSED)
+    })
+}
+
+fn decode_files(files: &[PathBuf], multiple: bool) -> anyhow::Result<ExitCode> {
+    let decoder = crate::decode::Decoder::new(crate::decode::DecoderConfig {
+        multiple,
+        ..Default::default()
+    });
+    let mut out = std::io::stdout().lock();
+    let mut all_read = true;
+    for file in files {
+        let line = match qr::load_gray(file) {
+            Ok(img) => {
+                let start = std::time::Instant::now();
+                let found = decoder.decode(&img);
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                all_read &= !found.is_empty();
+                serde_json::json!({
+                    "file": file.display().to_string(),
+                    "texts": found.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+                    "ms": (ms * 1000.0).round() / 1000.0,
+                    "width": img.width(),
+                    "height": img.height(),
+                    "engines": found.iter().map(|d| serde_json::json!({"engine": d.engine, "stage": d.stage})).collect::<Vec<_>>(),
+                })
+            }
+            Err(e) => {
+                all_read = false;
+                serde_json::json!({ "file": file.display().to_string(), "texts": [], "error": e.to_string() })
+            }
+        };
+        writeln!(out, "{line}")?;
+    }
+    Ok(if all_read {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_REFUSED)

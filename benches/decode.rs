@@ -1,0 +1,119 @@
+//! Decode figures, one thread (run as `taskset -c 0 cargo bench --bench decode`):
+//! - real photos (`../shared/datasets/qr-photos`): decoded count, median and p90 decode time
+//!   per image (each image's time is the median of 5 runs of the decode call);
+//! - the synthetic gate set (`yima_gate::synth`, seed 2026, 200 frames of YM1 codes at
+//!   1280×720): decode rate and p50/p99 frame-to-text latency with the live-frame settings.
+
+use std::path::Path;
+use std::time::Instant;
+
+use yima_gate::code::{self, Claims};
+use yima_gate::decode::{Decoder, DecoderConfig};
+use yima_gate::keys::{Alg, KeyPair, Kid};
+use yima_gate::synth::GateFrames;
+use yima_gate::verdict::{AccessMode, CodeKind};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn photos() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/qr-photos");
+    let Ok(manifest) = std::fs::read_to_string(base.join("manifest.tsv")) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("dataset {} missing in CI", base.display());
+        }
+        eprintln!("SKIP photos: {} not present", base.display());
+        return;
+    };
+    let decoder = Decoder::default();
+    let mut times = Vec::new();
+    let mut read = 0;
+    let mut total = 0;
+    for line in manifest.lines().skip(1).filter(|l| !l.is_empty()) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let img = yima_gate::qr::load_gray(&base.join(cols[1])).expect("image");
+        let expected = std::fs::read(base.join(cols[2])).expect("expected");
+        let mut runs = Vec::new();
+        let mut found = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            found = decoder.decode(&img);
+            runs.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        runs.sort_by(f64::total_cmp);
+        times.push(runs[2]);
+        total += 1;
+        // Byte comparison for UTF-8 payloads; the test does the charset-aware comparison.
+        if found.iter().any(|d| {
+            d.text.as_bytes() == expected.as_slice()
+                || encoding_rs::SHIFT_JIS.encode(&d.text).0.as_ref() == expected.as_slice()
+                || d.text.chars().map(|c| c as u32 as u8).collect::<Vec<_>>() == expected
+        }) {
+            read += 1;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "photos: {read}/{total} decoded; per-image decode time median {:.3} ms, p90 {:.2} ms, max {:.1} ms",
+        percentile(&times, 0.5),
+        percentile(&times, 0.9),
+        times[times.len() - 1]
+    );
+}
+
+fn gate_set() {
+    let key = KeyPair::generate(Alg::EdDSA, Kid::new(b"gate".to_vec()).expect("kid"), 0, i64::MAX / 2);
+    let mut frames = GateFrames::new(2026);
+    let decoder = Decoder::new(DecoderConfig::live());
+    let mut times = Vec::new();
+    let mut read = 0;
+    let n = 200;
+    for i in 0..n {
+        let mut cti = vec![0u8; 16];
+        cti[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let claims = Claims {
+            iss: "HLJ-YMTB".into(),
+            sub: vec![0x5A; 16],
+            exp: 1_800_000_060,
+            nbf: None,
+            iat: 1_800_000_000,
+            cti,
+            kind: CodeKind::Dynamic,
+            service: "SVC-BUS".into(),
+            scenes: Some(vec!["GATE-1".into()]),
+            mode: Some(AccessMode::Fused),
+            business_codes: vec!["BIZ-1".into()],
+            catalogue: None,
+            serial: None,
+            version: None,
+        };
+        let text = code::mint(&key.signing, &key.kid, &claims);
+        let (frame, _) = frames.frame(&text);
+        let t = Instant::now();
+        let found = decoder.decode(&frame);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        if found.iter().any(|d| d.text == text) {
+            read += 1;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "gate set: {read}/{n} frames decoded ({:.1}%); frame-to-text p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+        read as f64 * 100.0 / n as f64,
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times[times.len() - 1]
+    );
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with --bench absent; keep that quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("decode bench: run with `cargo bench --bench decode`");
+        return;
+    }
+    photos();
+    gate_set();
+}
