@@ -64,7 +64,12 @@ fn photos() {
 }
 
 fn gate_set() {
-    let key = KeyPair::generate(Alg::EdDSA, Kid::new(b"gate".to_vec()).expect("kid"), 0, i64::MAX / 2);
+    let key = KeyPair::generate(
+        Alg::EdDSA,
+        Kid::new(b"gate".to_vec()).expect("kid"),
+        0,
+        i64::MAX / 2,
+    );
     let mut frames = GateFrames::new(2026);
     let decoder = Decoder::new(DecoderConfig::live());
     let mut times = Vec::new();

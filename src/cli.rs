@@ -424,9 +424,9 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let text = match (&a.image, &a.code) {
         (Some(path), _) => {
             let img = qr::load_gray(path)?;
-            let texts = qr::decode_gray(&img);
-            match texts.into_iter().next() {
-                Some(t) => t,
+            let found = crate::decode::Decoder::default().decode(&img);
+            match found.into_iter().next() {
+                Some(d) => d.text,
                 None => bail!("no QR code found in {}", path.display()),
             }
         }

@@ -50,6 +50,12 @@ pub struct DecoderConfig {
     pub budget: Duration,
     /// Look for several codes in one frame (costs more per frame).
     pub multiple: bool,
+    /// Try a 2×2-averaged half-size frame first when the frame is large: a quarter of the
+    /// pixels, and phone codes at a gate usually have modules of 4 px or more.
+    pub half_first: bool,
+    /// On the full frame, also try rxing's global binarizer and rqrr (each costs about as
+    /// much as the first pass; worth it for files, not for a live frame).
+    pub thorough: bool,
 }
 
 impl Default for DecoderConfig {
@@ -58,6 +64,8 @@ impl Default for DecoderConfig {
         DecoderConfig {
             budget: Duration::from_millis(100),
             multiple: false,
+            half_first: false,
+            thorough: true,
         }
     }
 }
@@ -69,6 +77,8 @@ impl DecoderConfig {
         DecoderConfig {
             budget: Duration::from_millis(8),
             multiple: false,
+            half_first: true,
+            thorough: false,
         }
     }
 }
@@ -170,11 +180,28 @@ impl Decoder {
         if img.width() < 21 || img.height() < 21 {
             return Vec::new();
         }
-        let found = self.engines(img, "frame");
+        if self.config.half_first && img.width().min(img.height()) >= 480 {
+            let found = rxing_read(
+                &downscale2_box(img),
+                self.config.multiple,
+                false,
+                "half_box",
+            );
+            if !found.is_empty() {
+                return dedup(found);
+            }
+        }
+        let mut found = rxing_read(img, self.config.multiple, self.config.thorough, "frame");
+        if found.is_empty() && self.config.thorough {
+            found = rqrr_read(img, "frame");
+        }
         if !found.is_empty() {
-            return found;
+            return dedup(found);
         }
         for v in VARIANTS {
+            if self.config.half_first && v.name == "half" {
+                continue;
+            }
             if start.elapsed() >= self.config.budget {
                 break;
             }
@@ -184,7 +211,8 @@ impl Decoder {
             if variant.width() < 21 || variant.height() < 21 {
                 continue;
             }
-            let mut found = rxing_read(&variant, self.config.multiple, v.name);
+            let mut found =
+                rxing_read(&variant, self.config.multiple, self.config.thorough, v.name);
             if found.is_empty() && v.rqrr {
                 found = rqrr_read(&variant, v.name);
             }
@@ -197,7 +225,7 @@ impl Decoder {
 
     /// One pass of both engines over `img`, no variants (diagnostics, experiments).
     pub fn engines(&self, img: &GrayImage, stage: &'static str) -> Vec<Decoded> {
-        let mut out = rxing_read(img, self.config.multiple, stage);
+        let mut out = rxing_read(img, self.config.multiple, true, stage);
         if out.is_empty() {
             out = rqrr_read(img, stage);
         }
@@ -221,7 +249,8 @@ fn hints() -> DecodeHints {
     }
 }
 
-fn rxing_read(img: &GrayImage, multiple: bool, stage: &'static str) -> Vec<Decoded> {
+/// rxing with the hybrid binarizer, then (if `global`) the global-histogram one.
+fn rxing_read(img: &GrayImage, multiple: bool, global: bool, stage: &'static str) -> Vec<Decoded> {
     let run = || -> Vec<String> {
         let Ok(source) = Luma8LuminanceSource::new(img.as_raw().clone(), img.width(), img.height())
         else {
@@ -237,6 +266,9 @@ fn rxing_read(img: &GrayImage, multiple: bool, stage: &'static str) -> Vec<Decod
             }
         } else if let Ok(r) = reader.decode_with_hints(&mut bitmap, &hints) {
             return vec![r.getText().to_string()];
+        }
+        if !global {
+            return Vec::new();
         }
         // The global binarizer reads some evenly lit, low-contrast frames the hybrid one misses.
         let mut global = BinaryBitmap::new(GlobalHistogramBinarizer::new(source));
@@ -280,6 +312,25 @@ fn rqrr_read(img: &GrayImage, stage: &'static str) -> Vec<Decoded> {
             Vec::new()
         }
     }
+}
+
+/// Half size by averaging 2×2 blocks (fast, and keeps module edges crisper than filtering).
+fn downscale2_box(img: &GrayImage) -> GrayImage {
+    let (w, h) = (img.width() / 2, img.height() / 2);
+    let src = img.as_raw();
+    let sw = img.width() as usize;
+    let mut out = Vec::with_capacity((w * h) as usize);
+    for y in 0..h as usize {
+        let (r0, r1) = (2 * y * sw, (2 * y + 1) * sw);
+        for x in 0..w as usize {
+            let s = u16::from(src[r0 + 2 * x])
+                + u16::from(src[r0 + 2 * x + 1])
+                + u16::from(src[r1 + 2 * x])
+                + u16::from(src[r1 + 2 * x + 1]);
+            out.push((s / 4) as u8);
+        }
+    }
+    GrayImage::from_raw(w, h, out).unwrap_or_else(|| GrayImage::new(w, h))
 }
 
 fn scale(img: &GrayImage, f: f64) -> Option<GrayImage> {

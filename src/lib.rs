@@ -6,8 +6,8 @@
 //!
 //! ## Data flow
 //! ```text
-//! capture → decode → verify → record → act            (sync with the platform beside it)
-//!            qr      verifier  store    (daemon, later)
+//! capture → decode → presentation → verify → record → act     (sync beside it)
+//!                                    verifier  store    (daemon, later)
 //!                     ▲   └── checkpoint: verify + record, durable before the answer
 //!            code ────┘ keys · policy · clock
 //! ```
@@ -22,7 +22,13 @@
 //! - [`record`] — the verification record (keyed hashes, no personal data).
 //! - [`store`] — sled: records, replay tags, sequence numbers; fsync; crash recovery.
 //! - [`checkpoint`] — verify + record in one durable step; the only road to an open gate.
-//! - [`qr`] — render a code as a QR image; read codes from images (rqrr, panic-isolated).
+//! - [`capture`] — frame and text sources (files, MJPEG over HTTP, scanner lines from a TTY,
+//!   TCP or stdin), the newest-frame-wins slot, camera pixel-format conversion.
+//! - [`decode`] — frame → code texts: rxing + rqrr cascade over image variants, time-bounded.
+//! - [`presentation`] — one presentation per code in view, whatever the frame count.
+//! - [`synth`] — seeded synthetic 1280×720 gate frames (tests, benches, demo).
+//! - [`qr`] — render a code as a QR image; load images within size limits.
+//! - [`tls`] — the rustls crypto provider (ring), installed once.
 //! - [`cli`] — the command line (`init`, `keygen`, `mint`, `verify`, `demo`).
 //! - [`demo`] — built-in end-to-end scenarios through the real checkpoint and store.
 //!
@@ -42,6 +48,7 @@
 //!   `checkpoint::VerdictReport` (what callers see) vs. `keys::TrustedKey`, `verifier::Verification`.
 //! - **Nothing panics on input.** Parsers are total; the QR decoder runs under `catch_unwind`.
 
+pub mod capture;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;
@@ -50,9 +57,11 @@ pub mod decode;
 pub mod demo;
 pub mod keys;
 pub mod policy;
+pub mod presentation;
 pub mod qr;
 pub mod record;
 pub mod store;
 pub mod synth;
+pub mod tls;
 pub mod verdict;
 pub mod verifier;

@@ -1,5 +1,5 @@
-//! QR symbols: render a code text as a grayscale image / PNG, and read code texts from an
-//! image (rqrr, isolated so that its known panic cannot take the process down).
+//! QR symbols: render a code text as a grayscale image / PNG, and load images within size
+//! limits (reading codes from them is `decode`'s job).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -75,36 +75,27 @@ pub fn load_gray(path: &Path) -> Result<GrayImage, QrError> {
     Ok(img.into_luma8())
 }
 
-/// Every QR text rqrr finds in `img`. A decoder panic yields no texts, never a crash.
-pub fn decode_gray(img: &GrayImage) -> Vec<String> {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut prepared = rqrr::PreparedImage::prepare(img.clone());
-        prepared
-            .detect_grids()
-            .into_iter()
-            .filter_map(|g| g.decode().ok().map(|(_, text)| text))
-            .collect::<Vec<_>>()
-    }));
-    result.unwrap_or_else(|_| {
-        tracing::warn!("qr: decoder panicked on a frame; frame skipped");
-        Vec::new()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn render_then_decode_round_trips() {
-        let text = "YM1:6BFOXN*TS0BI$ZD4N9:9S6RCVN5+O30K3/XIV0W23NTDEXWK G2EP4J0BGJLFX";
-        let img = render(text, 4).expect("render");
-        assert_eq!(decode_gray(&img), vec![text.to_string()]);
+    fn render_has_quiet_zone_and_dark_modules() {
+        let img = render("YM1:ABC", 4).expect("render");
+        assert_eq!(img.width(), img.height());
+        // 4-module quiet zone: the first 16 px rows are white
+        assert!((0..16).all(|y| img.get_pixel(0, y).0[0] == 255));
+        // the top-left finder pattern starts right after it
+        assert_eq!(img.get_pixel(16, 16).0[0], 0);
     }
 
     #[test]
-    fn blank_image_has_no_codes() {
-        let img = GrayImage::from_pixel(320, 240, Luma([200]));
-        assert!(decode_gray(&img).is_empty());
+    fn oversized_images_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("big.png");
+        GrayImage::from_pixel(MAX_IMAGE_SIDE + 1, 1, Luma([0]))
+            .save(&path)
+            .expect("save");
+        assert!(matches!(load_gray(&path), Err(QrError::Image { .. })));
     }
 }

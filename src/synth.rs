@@ -82,12 +82,14 @@ impl GateFrames {
         let corners: Vec<(f64, f64)> = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
             .iter()
             .map(|&(u, v): &(f64, f64)| {
-                let (mut x, y) = (u * half * squeeze, v * half);
+                let x = u * half * squeeze;
                 // the far edge looks shorter than the near one
                 let k = if u > 0.0 { 1.0 / persp } else { persp };
-                let y = y * k;
-                x *= 1.0;
-                (cx + x * rot.cos() - y * rot.sin(), cy + x * rot.sin() + y * rot.cos())
+                let y = v * half * k;
+                (
+                    cx + x * rot.cos() - y * rot.sin(),
+                    cy + x * rot.sin() + y * rot.cos(),
+                )
             })
             .collect();
         let s = f64::from(screen.width());
@@ -99,7 +101,10 @@ impl GateFrames {
             self.rng.gen_range(0.0..f64::from(WIDTH)),
             self.rng.gen_range(0.0..f64::from(HEIGHT)),
         );
-        let (mfx, mfy) = (self.rng.gen_range(0.15..0.45), self.rng.gen_range(0.15..0.45));
+        let (mfx, mfy) = (
+            self.rng.gen_range(0.15..0.45),
+            self.rng.gen_range(0.15..0.45),
+        );
         for y in 0..HEIGHT {
             for x in 0..WIDTH {
                 let (fx, fy) = (f64::from(x) + 0.5, f64::from(y) + 0.5);
@@ -109,7 +114,8 @@ impl GateFrames {
                     if sx >= 0.0 && sy >= 0.0 && sx < s - 1.0 && sy < s - 1.0 {
                         let screen_v = bilinear(&screen, sx, sy);
                         // moiré: interference of the screen's pixel grid with the sensor's
-                        let m = 1.0 + p.moire * ((mfx * fx + mfy * fy) * std::f64::consts::TAU).sin();
+                        let m =
+                            1.0 + p.moire * ((mfx * fx + mfy * fy) * std::f64::consts::TAU).sin();
                         v = screen_v * m;
                     }
                 }
@@ -162,18 +168,19 @@ fn homography(from: &[(f64, f64)], to: &[(f64, f64)]) -> Option<[f64; 9]> {
             return None;
         }
         a.swap(col, pivot);
-        for row in 0..8 {
+        let pivot_row = a[col];
+        for (row, r) in a.iter_mut().enumerate() {
             if row != col {
-                let f = a[row][col] / a[col][col];
-                for k in col..9 {
-                    a[row][k] -= f * a[col][k];
+                let f = r[col] / pivot_row[col];
+                for (x, p) in r.iter_mut().zip(pivot_row.iter()).skip(col) {
+                    *x -= f * p;
                 }
             }
         }
     }
     let mut h = [0f64; 9];
-    for i in 0..8 {
-        h[i] = a[i][8] / a[i][i];
+    for (i, (hi, row)) in h.iter_mut().zip(a.iter()).enumerate() {
+        *hi = row[8] / row[i];
     }
     h[8] = 1.0;
     Some(h)
@@ -181,7 +188,12 @@ fn homography(from: &[(f64, f64)], to: &[(f64, f64)]) -> Option<[f64; 9]> {
 
 fn apply(h: &[f64; 9], x: f64, y: f64) -> Option<(f64, f64)> {
     let w = h[6] * x + h[7] * y + h[8];
-    (w.abs() > 1e-12).then(|| ((h[0] * x + h[1] * y + h[2]) / w, (h[3] * x + h[4] * y + h[5]) / w))
+    (w.abs() > 1e-12).then(|| {
+        (
+            (h[0] * x + h[1] * y + h[2]) / w,
+            (h[3] * x + h[4] * y + h[5]) / w,
+        )
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ const FLOOR: usize = 131;
 
 #[test]
 fn real_photos_decode_at_least_the_floor() {
-    let Some(photos) = dataset::photos() else { return };
+    let Some(photos) = dataset::photos() else {
+        return;
+    };
     assert_eq!(photos.len(), 137);
     // No time budget: what is asserted is what the cascade can read, not how fast this (debug,
     // shared) machine runs it.
@@ -33,6 +35,12 @@ fn real_photos_decode_at_least_the_floor() {
         }
     }
     let read = photos.len() - misses.len();
-    eprintln!("qr-photos: {read}/{} decoded; missed: {misses:?}", photos.len());
-    assert!(read >= FLOOR, "decoded {read}/137, floor {FLOOR}; missed {misses:?}");
+    eprintln!(
+        "qr-photos: {read}/{} decoded; missed: {misses:?}",
+        photos.len()
+    );
+    assert!(
+        read >= FLOOR,
+        "decoded {read}/137, floor {FLOOR}; missed {misses:?}"
+    );
 }

@@ -36,12 +36,15 @@ pub fn matches(text: &str, expected: &[u8]) -> bool {
     if text.as_bytes() == expected {
         return true;
     }
-    [encoding_rs::SHIFT_JIS, encoding_rs::WINDOWS_1252, encoding_rs::GB18030]
-        .iter()
-        .any(|enc| {
-            let (bytes, _, unmappable) = enc.encode(text);
-            !unmappable && bytes.as_ref() == expected
-        })
-        || text.chars().all(|c| (c as u32) < 256)
-            && text.chars().map(|c| c as u32 as u8).collect::<Vec<u8>>() == expected
+    [
+        encoding_rs::SHIFT_JIS,
+        encoding_rs::WINDOWS_1252,
+        encoding_rs::GB18030,
+    ]
+    .iter()
+    .any(|enc| {
+        let (bytes, _, unmappable) = enc.encode(text);
+        !unmappable && bytes.as_ref() == expected
+    }) || text.chars().all(|c| (c as u32) < 256)
+        && text.chars().map(|c| c as u32 as u8).collect::<Vec<u8>>() == expected
 }
