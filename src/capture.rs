@@ -53,7 +53,9 @@ pub enum Input {
 }
 
 /// A source of frames or texts. `next` blocks; `Ok(None)` means the source has ended.
-pub trait Source: Send {
+/// Not `Send`: some devices (nokhwa's camera) must live on the thread that opened them, so a
+/// source is built on its own capture thread by a factory.
+pub trait Source {
     fn name(&self) -> &str;
     fn next(&mut self) -> Result<Option<Input>, SourceError>;
 }

@@ -22,6 +22,7 @@
 //! - [`record`] — the verification record (keyed hashes, no personal data).
 //! - [`store`] — sled: records, replay tags, sequence numbers; fsync; crash recovery.
 //! - [`checkpoint`] — verify + record in one durable step; the only road to an open gate.
+//! - [`camera`] — V4L2 camera (nokhwa) as a source: own pixel conversion, reopen with backoff.
 //! - [`capture`] — frame and text sources (files, MJPEG over HTTP, scanner lines from a TTY,
 //!   TCP or stdin), the newest-frame-wins slot, camera pixel-format conversion.
 //! - [`decode`] — frame → code texts: rxing + rqrr cascade over image variants, time-bounded.
@@ -48,6 +49,7 @@
 //!   `checkpoint::VerdictReport` (what callers see) vs. `keys::TrustedKey`, `verifier::Verification`.
 //! - **Nothing panics on input.** Parsers are total; the QR decoder runs under `catch_unwind`.
 
+pub mod camera;
 pub mod capture;
 pub mod checkpoint;
 pub mod cli;
