@@ -63,6 +63,8 @@ pub enum Command {
     Mint(MintArgs),
     /// Verify one code (or a stream of codes with --stdin) and record it durably.
     Verify(VerifyArgs),
+    /// Validate a gate configuration file: every problem with its key; exit 64 if any.
+    CheckConfig { file: PathBuf },
     /// Read QR codes from image files: one JSON line per file with every text found and the
     /// decode time (the technician's "why does the gate not read this phone?").
     Decode {
@@ -247,6 +249,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => keygen(alg.into(), &kid, &out, not_before.as_deref(), days),
         Command::Mint(args) => mint(args),
         Command::Verify(args) => verify(args),
+        Command::CheckConfig { file } => Ok(match crate::config::Config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: OK (terminal {}, {} source(s), state in {})",
+                    file.display(),
+                    c.terminal_id,
+                    c.sources.len(),
+                    c.state_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(crate::config::EXIT_CONFIG)
+            }
+        }),
         Command::Decode { multiple, files } => decode_files(&files, multiple),
         Command::Demo { state_dir } => crate::demo::run(state_dir.as_deref()),
     }

@@ -17,6 +17,7 @@
 //! - [`code`] — the YM1 format: text ⇄ COSE_Sign1/COSE_Mac0 ⇄ CWT claims; parse and mint.
 //! - [`keys`] — the four algorithms, trust entries (spec JSON), private key files.
 //! - [`policy`] — the trust state: keys, static-code status list, services, terminal, settings.
+//! - [`config`] — the gate's TOML configuration, validated once, every problem keyed.
 //! - [`clock`] — injected clock; trusted-time floor from platform anchor + monotonic time.
 //! - [`verifier`] — the pure verifier: (text, time, trust state, replay view) → verification.
 //! - [`record`] — the verification record (keyed hashes, no personal data).
@@ -55,6 +56,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod code;
+pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod keys;

@@ -406,3 +406,41 @@ fn demo_runs_every_scenario_to_its_expected_verdict() {
     assert!(!out.contains("unexpected"));
     assert!(out.contains("9 verifications recorded durably (2 accepted, 7 refused)"));
 }
+
+#[test]
+fn check_config_explains_problems_and_exits_64() {
+    let env = Env::new();
+    let (_, trust) = env.keygen("ed25519", "cfg");
+    // the shipped example, pointed at a real trust file, is valid
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gate.toml"),
+    )
+    .expect("example config");
+    let good = env.path("gate.toml");
+    std::fs::write(
+        &good,
+        example.replace("/etc/yima-gate/trust.json", trust.to_str().expect("utf8")),
+    )
+    .expect("write");
+    let o = env.run(&["check-config", good.to_str().expect("utf8")]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("OK (terminal GATE-0001"));
+
+    let bad = env.path("bad.toml");
+    std::fs::write(
+        &bad,
+        "[terminal]\nid = \"G 1\"\n[trust]\nkeys = \"/nope.json\"\n",
+    )
+    .expect("write");
+    let o = env.run(&["check-config", bad.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for key in ["terminal.id", "trust.keys", "source"] {
+        assert!(err.contains(key), "{key} not explained in: {err}");
+    }
+}
