@@ -58,6 +58,11 @@ pub enum Input {
 pub trait Source {
     fn name(&self) -> &str;
     fn next(&mut self) -> Result<Option<Input>, SourceError>;
+    /// True when every frame must be decoded (file replays): the capture side then waits for
+    /// the decoder instead of letting the newest frame win.
+    fn lossless(&self) -> bool {
+        false
+    }
 }
 
 /// A one-frame slot where the newest frame wins (for camera frames).
@@ -105,11 +110,28 @@ impl<T> LatestSlot<T> {
         self.ready.notify_one();
     }
 
+    /// Puts `item` once the previous one has been taken (for lossless sources); gives the
+    /// item back if the slot was closed meanwhile.
+    pub fn put_wait(&self, item: T) -> Result<(), T> {
+        let mut st = self.lock();
+        while st.item.is_some() && !st.closed {
+            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if st.closed {
+            return Err(item);
+        }
+        st.item = Some(item);
+        self.ready.notify_all();
+        Ok(())
+    }
+
     /// Takes the newest item, waiting for one; `None` once closed and empty.
     pub fn take(&self) -> Option<T> {
         let mut st = self.lock();
         loop {
             if let Some(item) = st.item.take() {
+                // wake a lossless producer waiting for room
+                self.ready.notify_all();
                 return Some(item);
             }
             if st.closed {
@@ -178,6 +200,10 @@ fn is_image(p: &Path) -> bool {
 impl Source for FileSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn lossless(&self) -> bool {
+        true
     }
 
     fn next(&mut self) -> Result<Option<Input>, SourceError> {
@@ -490,6 +516,27 @@ mod tests {
         assert_eq!(slot.dropped(), 2);
         slot.close();
         assert_eq!(slot.take(), None);
+    }
+
+    #[test]
+    fn lossless_put_waits_for_the_consumer() {
+        let slot = LatestSlot::new();
+        let producer = {
+            let slot = slot.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    slot.put_wait(i).expect("open");
+                }
+                slot.close();
+            })
+        };
+        let mut got = Vec::new();
+        while let Some(i) = slot.take() {
+            got.push(i);
+        }
+        producer.join().expect("join");
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(slot.dropped(), 0);
     }
 
     #[test]

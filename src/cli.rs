@@ -14,8 +14,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::checkpoint::{Checked, Checkpoint};
 use crate::clock::{Clock, FixedClock, SystemTimeSource, TrustedClock, VerifyTime};
 use crate::code::{self, Claims};
-use crate::keys::{self, Alg, KeyPair, KeyRing, Kid};
-use crate::policy::{Scenes, Settings, StatusFile, Terminal, TrustState};
+use crate::keys::{self, Alg, KeyPair, Kid};
+use crate::policy::{Scenes, Settings, Terminal, TrustState};
 use crate::qr;
 use crate::store::{Create, Store};
 use crate::verdict::{AccessMode, CodeKind};
@@ -63,6 +63,12 @@ pub enum Command {
     Mint(MintArgs),
     /// Verify one code (or a stream of codes with --stdin) and record it durably.
     Verify(VerifyArgs),
+    /// Run the gate: capture → decode → verify → record → act, until SIGTERM or until every
+    /// source has ended. Configuration errors exit 64.
+    Run {
+        #[arg(long, default_value = "/etc/yima-gate/gate.toml")]
+        config: PathBuf,
+    },
     /// Validate a gate configuration file: every problem with its key; exit 64 if any.
     CheckConfig { file: PathBuf },
     /// Read QR codes from image files: one JSON line per file with every text found and the
@@ -249,6 +255,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => keygen(alg.into(), &kid, &out, not_before.as_deref(), days),
         Command::Mint(args) => mint(args),
         Command::Verify(args) => verify(args),
+        Command::Run { config } => match crate::daemon::run(config) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) if e.downcast_ref::<crate::config::ConfigError>().is_some() => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(crate::config::EXIT_CONFIG))
+            }
+            Err(e) => Err(e),
+        },
         Command::CheckConfig { file } => Ok(match crate::config::Config::load(&file) {
             Ok(c) => {
                 println!(
@@ -384,11 +398,10 @@ fn mint(a: MintArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn trust_state(a: &VerifyArgs) -> anyhow::Result<TrustState> {
-    let keys = KeyRing::load(&a.trust)?;
-    let mut trust = TrustState {
-        keys,
-        settings: Settings::new(a.refresh, a.skew)?,
-        terminal: Terminal {
+    crate::policy::load_trust(
+        &a.trust,
+        a.status.as_deref(),
+        Terminal {
             authorized: true,
             scenes: if a.scenes.is_empty() {
                 Scenes::Any
@@ -397,12 +410,8 @@ fn trust_state(a: &VerifyArgs) -> anyhow::Result<TrustState> {
             },
             accept_unknown_static: a.accept_unknown_static,
         },
-        ..TrustState::default()
-    };
-    if let Some(path) = &a.status {
-        StatusFile::load(path)?.apply(&mut trust);
-    }
-    Ok(trust)
+        Settings::new(a.refresh, a.skew)?,
+    )
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {

@@ -26,6 +26,7 @@
 //! - [`camera`] — V4L2 camera (nokhwa) as a source: own pixel conversion, reopen with backoff.
 //! - [`capture`] — frame and text sources (files, MJPEG over HTTP, scanner lines from a TTY,
 //!   TCP or stdin), the newest-frame-wins slot, camera pixel-format conversion.
+//! - [`daemon`] — the pipeline threads and channels of `yima-gate run`; one shutdown path.
 //! - [`decode`] — frame → code texts: rxing + rqrr cascade over image variants, time-bounded.
 //! - [`presentation`] — one presentation per code in view, whatever the frame count.
 //! - [`synth`] — seeded synthetic 1280×720 gate frames (tests, benches, demo).
@@ -57,6 +58,7 @@ pub mod cli;
 pub mod clock;
 pub mod code;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod demo;
 pub mod keys;

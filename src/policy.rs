@@ -233,6 +233,26 @@ impl StatusFile {
     }
 }
 
+/// Builds a trust state from the trust file (keys) and an optional status file — the files a
+/// terminal keeps until signed platform bundles replace them.
+pub fn load_trust(
+    keys: &Path,
+    status: Option<&Path>,
+    terminal: Terminal,
+    settings: Settings,
+) -> anyhow::Result<TrustState> {
+    let mut trust = TrustState {
+        keys: KeyRing::load(keys)?,
+        terminal,
+        settings,
+        ..TrustState::default()
+    };
+    if let Some(path) = status {
+        StatusFile::load(path)?.apply(&mut trust);
+    }
+    Ok(trust)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,446 @@
+//! The gate daemon's pipeline: capture → decode → presentation → verify → record → act, one
+//! stage per thread, joined by bounded channels; one shutdown path.
+//!
+//! ```text
+//! source thread ──frames──▶ LatestSlot (newest wins) ──▶ decode thread ─┐
+//! source thread ──texts (scanner)────────────────────────────────────────┤
+//!                                   presentations (one per code in view) ▼
+//!                         sync_channel(64, blocks when full) ──▶ verify thread (checkpoint:
+//!                         durable before the answer) ──▶ sync_channel(64) ──▶ act thread
+//! ```
+//!
+//! **Invariants:** frames may be dropped (newest wins), presented codes and verdicts never are
+//! (their channels block). Blocking work (capture, decode, fsync) runs on these threads, never
+//! on async workers. On shutdown the sources stop, then everything already presented is
+//! verified, recorded and acted on before `run` returns.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::camera::{CameraSource, V4lCamera};
+use crate::capture::{FileSource, Input, LatestSlot, MjpegSource, ScannerSource, Source};
+use crate::checkpoint::{Checked, Checkpoint};
+use crate::clock::{wall_clock_ms, SystemTimeSource, TrustedClock};
+use crate::config::{Config, SourceConfig};
+use crate::decode::{Decoder, DecoderConfig};
+use crate::presentation::Presentations;
+use crate::store::{Create, Store};
+
+/// Presented codes waiting for verification; the capture side blocks when it is full.
+const PRESENTED_QUEUE: usize = 64;
+/// Verdicts waiting for the outputs.
+const VERDICT_QUEUE: usize = 64;
+/// After a stop, the verifier ends at the first gap this long with nothing presented.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// A code text that begins a presentation.
+#[derive(Debug, Clone)]
+struct Presented {
+    text: String,
+    source: Arc<str>,
+}
+
+/// Counters for the status page and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub decoded: AtomicU64,
+    pub presentations: AtomicU64,
+    pub verified: AtomicU64,
+    pub accepted: AtomicU64,
+}
+
+/// What to do with a verdict (the gate relay, webhook and display arrive here).
+pub trait Output: Send {
+    fn act(&mut self, checked: &Checked, source: &str);
+}
+
+/// The display line: the Chinese message with the reason code, as one JSON line on stdout.
+#[derive(Debug, Default)]
+pub struct StdoutDisplay;
+
+impl Output for StdoutDisplay {
+    fn act(&mut self, checked: &Checked, source: &str) {
+        let report = checked.report();
+        let line = serde_json::json!({
+            "source": source,
+            "verdict": report,
+        });
+        println!("{line}");
+        tracing::info!(
+            reason = %checked.reason(),
+            message = checked.verification.verdict.message(),
+            seq = checked.record.seq,
+            "verdict"
+        );
+    }
+}
+
+/// The running pipeline's handle.
+#[derive(Debug)]
+pub struct Pipeline {
+    stop: Arc<AtomicBool>,
+    slots: Vec<Arc<LatestSlot<crate::capture::Frame>>>,
+    /// Capture threads: may be blocked in a device read; never joined at shutdown.
+    captures: Vec<std::thread::JoinHandle<()>>,
+    /// Decode threads: end once their slot is closed and empty.
+    decoders: Vec<std::thread::JoinHandle<()>>,
+    verify: Option<std::thread::JoinHandle<()>>,
+    act: Option<std::thread::JoinHandle<()>>,
+    pub counters: Arc<Counters>,
+}
+
+/// Opens the store and trust state named by `cfg` and builds the checkpoint.
+pub fn checkpoint_from(cfg: &Config) -> anyhow::Result<Checkpoint> {
+    let trust = crate::policy::load_trust(
+        &cfg.trust_file,
+        cfg.status_file.as_deref(),
+        crate::policy::Terminal {
+            authorized: true,
+            scenes: if cfg.scenes.is_empty() {
+                crate::policy::Scenes::Any
+            } else {
+                crate::policy::Scenes::Only(cfg.scenes.clone())
+            },
+            accept_unknown_static: cfg.accept_unknown_static,
+        },
+        crate::policy::Settings::new(cfg.refresh_s, cfg.skew_s)?,
+    )?;
+    let store = Store::open(&cfg.state_dir, Create::Guarded, wall_clock_ms())
+        .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
+    tracing::info!(state = ?store.open_state(), next_seq = store.next_seq(), "store open");
+    let clock = TrustedClock::new(
+        SystemTimeSource::new(cfg.trust_system_clock),
+        store.clock_floor_ms(),
+        cfg.skew_s * 1000,
+    );
+    Ok(Checkpoint::new(store, Arc::new(clock), trust))
+}
+
+type Factory = Box<dyn FnOnce() -> Result<Box<dyn Source>, String> + Send>;
+
+fn factory(s: &SourceConfig) -> (String, Factory) {
+    match s.clone() {
+        SourceConfig::Camera(c) => (
+            format!("camera:/dev/video{}", c.index),
+            Box::new(move || Ok(Box::new(CameraSource::new(V4lCamera::new(c))) as Box<dyn Source>)),
+        ),
+        SourceConfig::Mjpeg { url } => (
+            format!("mjpeg:{url}"),
+            Box::new(move || {
+                MjpegSource::connect(&url)
+                    .map(|s| Box::new(s) as Box<dyn Source>)
+                    .map_err(|e| e.to_string())
+            }),
+        ),
+        SourceConfig::Files { paths } => (
+            "files".into(),
+            Box::new(move || {
+                FileSource::new(&paths)
+                    .map(|s| Box::new(s) as Box<dyn Source>)
+                    .map_err(|e| e.to_string())
+            }),
+        ),
+        SourceConfig::ScannerSerial { device } => (
+            format!("serial:{}", device.display()),
+            Box::new(move || {
+                ScannerSource::device(&device)
+                    .map(|s| Box::new(s) as Box<dyn Source>)
+                    .map_err(|e| e.to_string())
+            }),
+        ),
+        SourceConfig::ScannerTcp { listen } => (
+            format!("tcp:{listen}"),
+            Box::new(move || {
+                let l = std::net::TcpListener::bind(listen).map_err(|e| e.to_string())?;
+                let (conn, peer) = l.accept().map_err(|e| e.to_string())?;
+                tracing::info!(%peer, "scanner connected");
+                Ok(
+                    Box::new(ScannerSource::from_reader(&format!("tcp:{peer}"), conn))
+                        as Box<dyn Source>,
+                )
+            }),
+        ),
+        SourceConfig::ScannerStdin => (
+            "stdin".into(),
+            Box::new(|| Ok(Box::new(ScannerSource::stdin()) as Box<dyn Source>)),
+        ),
+    }
+}
+
+impl Pipeline {
+    /// Starts every stage. `outputs` receive each verdict in order.
+    pub fn start(
+        cfg: &Config,
+        checkpoint: Arc<Checkpoint>,
+        mut outputs: Vec<Box<dyn Output>>,
+    ) -> anyhow::Result<Pipeline> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let presentations = Arc::new(Mutex::new(Presentations::new(cfg.hold_off_ms)));
+        let epoch = Instant::now();
+        let (presented_tx, presented_rx) = sync_channel::<Presented>(PRESENTED_QUEUE);
+        let (verdict_tx, verdict_rx) = sync_channel::<(Checked, Arc<str>)>(VERDICT_QUEUE);
+
+        let mut captures = Vec::new();
+        let mut decoders = Vec::new();
+        let mut slots = Vec::new();
+        for s in &cfg.sources {
+            let (name, make) = factory(s);
+            let name: Arc<str> = name.into();
+            let slot = LatestSlot::new();
+            slots.push(slot.clone());
+            let ctx = Stage {
+                name: name.clone(),
+                stop: stop.clone(),
+                counters: counters.clone(),
+                presentations: presentations.clone(),
+                presented: presented_tx.clone(),
+                epoch,
+            };
+            // capture thread: frames into the slot, texts straight to presentations
+            let capture_ctx = ctx.clone();
+            let capture_slot = slot.clone();
+            captures.push(
+                std::thread::Builder::new()
+                    .name(format!("capture {name}"))
+                    .spawn(move || capture_loop(make, capture_slot, capture_ctx))?,
+            );
+            // decode thread for this source's frames
+            let decoder = Decoder::new(DecoderConfig {
+                budget: Duration::from_millis(cfg.decode_budget_ms),
+                ..DecoderConfig::live()
+            });
+            decoders.push(
+                std::thread::Builder::new()
+                    .name(format!("decode {name}"))
+                    .spawn(move || decode_loop(slot, decoder, ctx))?,
+            );
+        }
+        drop(presented_tx);
+
+        let verify = std::thread::Builder::new().name("verify".into()).spawn({
+            let counters = counters.clone();
+            let stop = stop.clone();
+            move || verify_loop(presented_rx, verdict_tx, checkpoint, counters, stop)
+        })?;
+        let act = std::thread::Builder::new()
+            .name("act".into())
+            .spawn(move || {
+                for (checked, source) in verdict_rx {
+                    for o in outputs.iter_mut() {
+                        o.act(&checked, &source);
+                    }
+                }
+            })?;
+        Ok(Pipeline {
+            stop,
+            slots,
+            captures,
+            decoders,
+            verify: Some(verify),
+            act: Some(act),
+            counters,
+        })
+    }
+
+    /// True once every source has ended by itself (files replayed, stdin closed).
+    pub fn sources_done(&self) -> bool {
+        self.captures.iter().all(|h| h.is_finished())
+            && self.decoders.iter().all(|h| h.is_finished())
+    }
+
+    /// Stops the sources, then drains: everything presented so far is verified, recorded and
+    /// acted on. Capture threads blocked in a read (a quiet serial line, stdin) are not waited
+    /// for: they stop at their next read, and whatever they read after the stop is never
+    /// presented, which is safe. Decode threads finish the frame in hand.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for s in &self.slots {
+            s.close();
+        }
+        for h in self.decoders.drain(..) {
+            let _ = h.join();
+        }
+        for h in self.captures.drain(..) {
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+        // The verifier drains what was presented and stops at the first quiet moment after
+        // the stop; the act thread ends when the verifier drops its sender.
+        if let Some(v) = self.verify.take() {
+            let _ = v.join();
+        }
+        if let Some(a) = self.act.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Stage {
+    name: Arc<str>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    presentations: Arc<Mutex<Presentations>>,
+    presented: SyncSender<Presented>,
+    epoch: Instant,
+}
+
+impl Stage {
+    /// Passes the texts that begin a presentation on; false once verification has stopped.
+    fn present(&self, texts: &[String]) -> bool {
+        let now = self.epoch.elapsed().as_millis() as i64;
+        let fresh: Vec<String> = {
+            let mut p = self.presentations.lock().unwrap_or_else(|e| e.into_inner());
+            p.observe(texts, now)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
+        for text in fresh {
+            self.counters.presentations.fetch_add(1, Ordering::Relaxed);
+            let msg = Presented {
+                text,
+                source: self.name.clone(),
+            };
+            if self.presented.send(msg).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn capture_loop(make: Factory, slot: Arc<LatestSlot<crate::capture::Frame>>, ctx: Stage) {
+    let mut source = match make() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(source = %ctx.name, error = %e, "source could not start");
+            slot.close();
+            return;
+        }
+    };
+    let lossless = source.lossless();
+    while !ctx.stop.load(Ordering::SeqCst) {
+        match source.next() {
+            Ok(Some(Input::Frame(f))) => {
+                ctx.counters.frames.fetch_add(1, Ordering::Relaxed);
+                if lossless {
+                    if slot.put_wait(f).is_err() {
+                        break;
+                    }
+                } else {
+                    slot.put(f);
+                }
+            }
+            Ok(Some(Input::Text(t))) => {
+                if !ctx.present(&[t]) {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(source = %ctx.name, error = %e, "source failed");
+                break;
+            }
+        }
+    }
+    ctx.counters
+        .frames_dropped
+        .fetch_add(slot.dropped(), Ordering::Relaxed);
+    slot.close();
+}
+
+fn decode_loop(slot: Arc<LatestSlot<crate::capture::Frame>>, decoder: Decoder, ctx: Stage) {
+    while let Some(frame) = slot.take() {
+        let texts: Vec<String> = decoder
+            .decode(&frame.image)
+            .into_iter()
+            .map(|d| d.text)
+            .collect();
+        ctx.counters
+            .decoded
+            .fetch_add(texts.len() as u64, Ordering::Relaxed);
+        if !ctx.present(&texts) {
+            break;
+        }
+    }
+}
+
+fn verify_loop(
+    rx: Receiver<Presented>,
+    tx: SyncSender<(Checked, Arc<str>)>,
+    checkpoint: Arc<Checkpoint>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let p = match rx.recv_timeout(DRAIN_QUIET) {
+            Ok(p) => p,
+            Err(RecvTimeoutError::Timeout) if stop.load(Ordering::SeqCst) => break,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match checkpoint.check(&p.text) {
+            Ok(checked) => {
+                counters.verified.fetch_add(1, Ordering::Relaxed);
+                if checked.accepted() {
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                if tx.send((checked, p.source)).is_err() {
+                    break;
+                }
+            }
+            // The store failed: nothing was acknowledged, the gate stays shut. Keep going;
+            // the store refuses every later write too, so this is loud and visible.
+            Err(e) => {
+                tracing::error!(error = %e, "verification could not be recorded; gate stays shut")
+            }
+        }
+    }
+}
+
+/// `yima-gate run`: starts the pipeline and runs until SIGTERM/SIGINT or until every source
+/// has ended; then drains. The drain is bounded by one decode and the presented queue (at
+/// most 64 verifications, each one fsync) — well inside systemd's stop timeout.
+pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&config_path)?;
+    crate::tls::install_provider();
+    let checkpoint = Arc::new(checkpoint_from(&cfg)?);
+    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), vec![Box::new(StdoutDisplay)])?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+                _ = tick.tick() => if pipeline.sources_done() { break; },
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let counters = pipeline.counters.clone();
+    pipeline.shutdown();
+    tracing::info!(
+        verified = counters.verified.load(Ordering::Relaxed),
+        accepted = counters.accepted.load(Ordering::Relaxed),
+        durable_seq = checkpoint.store().durable_seq(),
+        "stopped"
+    );
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! `yima-gate run` end to end through the real binary: image files and scanner text in,
+//! verdict lines out, records durable; SIGTERM drains and exits cleanly.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::bin;
+use yima_gate::code;
+use yima_gate::keys::{write_file_mode, Alg, KeyPair, Kid};
+use yima_gate::store::{Create, Store};
+
+struct Gate {
+    dir: tempfile::TempDir,
+    key: KeyPair,
+}
+
+fn now_s() -> i64 {
+    yima_gate::clock::wall_clock_ms() / 1000
+}
+
+impl Gate {
+    fn new() -> Gate {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = KeyPair::generate(
+            Alg::EdDSA,
+            Kid::new(b"d".to_vec()).expect("kid"),
+            now_s() - 3600,
+            now_s() + 3600,
+        );
+        let entry = serde_json::to_string(&key.trusted_key().to_entry()).expect("json");
+        write_file_mode(&dir.path().join("trust.json"), entry.as_bytes(), 0o644).expect("trust");
+        drop(Store::open(&dir.path().join("state"), Create::Provision, 0).expect("init"));
+        std::fs::create_dir_all(dir.path().join("frames")).expect("frames");
+        Gate { dir, key }
+    }
+
+    fn code(&self, iat: i64, static_sn: Option<&str>) -> String {
+        let mut c = common::dynamic_claims(iat, iat as u64 ^ 0x77);
+        c.scenes = None;
+        if let Some(sn) = static_sn {
+            c = yima_gate::code::Claims {
+                scenes: None,
+                ..common::static_claims(iat, "CAT", sn, 1)
+            };
+        }
+        code::mint(&self.key.signing, &self.key.kid, &c)
+    }
+
+    fn config(&self, sources: &str) -> std::path::PathBuf {
+        let d = self.dir.path();
+        let text = format!(
+            r#"
+[terminal]
+id = "GATE-T1"
+accept_unknown_static = true
+state_dir = "{state}"
+[trust]
+keys = "{trust}"
+[clock]
+trust_system_clock = true
+[decode]
+hold_off_ms = 0
+budget_ms = 100
+{sources}
+"#,
+            state = d.join("state").display(),
+            trust = d.join("trust.json").display(),
+        );
+        let path = d.join("gate.toml");
+        std::fs::write(&path, text).expect("config");
+        path
+    }
+}
+
+fn reasons(stdout: &str) -> Vec<String> {
+    let mut r: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("verdict line");
+            v["verdict"]["reason"].as_str().expect("reason").to_string()
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn files_and_scanner_text_through_the_whole_pipeline() {
+    let gate = Gate::new();
+    let frames = gate.dir.path().join("frames");
+    let valid = gate.code(now_s() - 1, None);
+    yima_gate::qr::write_png(&valid, &frames.join("0.png")).expect("png");
+    yima_gate::qr::write_png(&gate.code(now_s() - 300, None), &frames.join("1.png")).expect("png");
+    yima_gate::qr::write_png(&valid, &frames.join("2.png")).expect("png"); // shown again
+    let cfg = gate.config(&format!(
+        "[[source]]\nkind = \"files\"\npaths = [\"{}\"]\n[[source]]\nkind = \"scanner\"\nstdin = true\n",
+        frames.display()
+    ));
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let static_code = gate.code(now_s() - 10, Some("0001"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{static_code}\r\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        reasons(&stdout),
+        vec!["accepted", "accepted", "expired", "replayed"],
+        "{stdout}"
+    );
+    assert!(stdout.contains("码已过期") && stdout.contains("码已使用"));
+    let store = Store::open(&gate.dir.path().join("state"), Create::Guarded, 0).expect("reopen");
+    assert_eq!(store.record_count(), 4, "every verification recorded");
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let gate = Gate::new();
+    let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{}\n", gate.code(now_s() - 1, None)).as_bytes())
+        .expect("write");
+    stdin.flush().expect("flush");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a verdict").expect("line");
+    assert!(first.contains("\"accepted\":true"), "{first}");
+    // stdin stays open: only the signal ends the run
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+    drop(stdin);
+    let store = Store::open(&gate.dir.path().join("state"), Create::Guarded, 0).expect("reopen");
+    assert_eq!(store.record_count(), 1);
+    assert!(Path::new(&gate.dir.path().join("state/store")).exists());
+}
+
+#[test]
+fn a_broken_config_exits_64() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("gate.toml");
+    std::fs::write(&cfg, "[terminal]\nid = \"x\"\n").expect("write");
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+}
