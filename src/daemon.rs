@@ -250,6 +250,12 @@ impl Pipeline {
         })
     }
 
+    /// True while the verify and act stages run (the watchdog is fed only then).
+    pub fn healthy(&self) -> bool {
+        self.verify.as_ref().is_some_and(|h| !h.is_finished())
+            && self.act.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
     /// True once every source has ended by itself (files replayed, stdin closed).
     pub fn sources_done(&self) -> bool {
         self.captures.iter().all(|h| h.is_finished())
@@ -421,17 +427,33 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        use sd_notify::NotifyState;
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
+        // systemd: ready once every stage runs; the watchdog is fed at half its period while
+        // the verifier is alive (a wedged verifier gets the gate restarted).
+        let status = format!(
+            "terminal {}: {} source(s)",
+            cfg.terminal_id,
+            cfg.sources.len()
+        );
+        let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        let watchdog =
+            sd_notify::watchdog_enabled().map(|d| (d / 2).max(Duration::from_millis(10)));
+        let mut feed = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
                 _ = tick.tick() => if pipeline.sources_done() { break; },
+                _ = feed.tick(), if watchdog.is_some() => if pipeline.healthy() {
+                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                },
             }
         }
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
         anyhow::Ok(())
     })?;
     let counters = pipeline.counters.clone();
