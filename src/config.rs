@@ -56,6 +56,28 @@ pub struct Config {
     pub decode_budget_ms: u64,
     pub api_listen: SocketAddr,
     pub api_token_file: Option<PathBuf>,
+    pub relay: Option<RelayConfig>,
+    pub rules: Vec<crate::rules::Rule>,
+}
+
+/// The gate relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayConfig {
+    pub line: RelayLine,
+    pub pulse_ms: u64,
+}
+
+/// Which relay drives the gate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RelayLine {
+    /// A GPIO line through the character device.
+    Gpio {
+        chip: PathBuf,
+        line: u32,
+        active_low: bool,
+    },
+    /// Commissioning without hardware: pulses are appended to a file.
+    File { path: PathBuf },
 }
 
 /// Where codes come from.
@@ -82,6 +104,25 @@ struct Raw {
     decode: RawDecode,
     #[serde(default)]
     api: RawApi,
+    relay: Option<RawRelay>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<crate::rules::Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    chip: Option<PathBuf>,
+    line: Option<u32>,
+    #[serde(default)]
+    active_low: bool,
+    file: Option<PathBuf>,
+    #[serde(default = "default_pulse")]
+    pulse_ms: u64,
+}
+
+fn default_pulse() -> u64 {
+    500
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,6 +421,43 @@ impl Config {
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
         };
+        let relay = raw.relay.and_then(|r| {
+            if !(10..=10_000).contains(&r.pulse_ms) {
+                bad("relay.pulse_ms", "must be 10..=10000".into());
+            }
+            let line = match (r.chip, r.line, r.file) {
+                (Some(chip), Some(line), None) => RelayLine::Gpio {
+                    chip,
+                    line,
+                    active_low: r.active_low,
+                },
+                (None, None, Some(path)) => RelayLine::File { path },
+                _ => {
+                    bad(
+                        "relay",
+                        "give chip + line (GPIO) or file (commissioning), not both".into(),
+                    );
+                    return None;
+                }
+            };
+            Some(RelayConfig {
+                line,
+                pulse_ms: r.pulse_ms,
+            })
+        });
+        for (i, r) in raw.rules.iter().enumerate() {
+            if r.actions.is_empty() {
+                bad(
+                    &format!("rule[{i}].actions"),
+                    "must name at least one action".into(),
+                );
+            }
+        }
+        let rules = if raw.rules.is_empty() {
+            crate::rules::Rule::default_set()
+        } else {
+            raw.rules
+        };
         if !problems.is_empty() {
             return Err(ConfigError {
                 path: origin.to_string(),
@@ -401,6 +479,8 @@ impl Config {
             decode_budget_ms: raw.decode.budget_ms,
             api_listen,
             api_token_file: raw.api.token_file,
+            relay,
+            rules,
         })
     }
 }

@@ -82,6 +82,67 @@ impl Output for StdoutDisplay {
     }
 }
 
+/// The gate: the fusion rules decide, the relay opens (on its own thread).
+pub struct GateOutput {
+    rules: Vec<crate::rules::Rule>,
+    relay: Option<(crate::relay::RelayOutput, Duration)>,
+}
+
+impl std::fmt::Debug for GateOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateOutput")
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GateOutput {
+    pub fn from_config(cfg: &Config) -> anyhow::Result<GateOutput> {
+        let relay = match &cfg.relay {
+            None => None,
+            Some(r) => {
+                let device: Box<dyn crate::relay::Relay> = match &r.line {
+                    crate::config::RelayLine::Gpio {
+                        chip,
+                        line,
+                        active_low,
+                    } => Box::new(crate::relay::CdevRelay::new(
+                        chip.clone(),
+                        *line,
+                        *active_low,
+                    )),
+                    crate::config::RelayLine::File { path } => {
+                        Box::new(crate::relay::FileRelay::new(path.clone()))
+                    }
+                };
+                Some((
+                    crate::relay::RelayOutput::start(device)?,
+                    Duration::from_millis(r.pulse_ms),
+                ))
+            }
+        };
+        Ok(GateOutput {
+            rules: cfg.rules.clone(),
+            relay,
+        })
+    }
+}
+
+impl Output for GateOutput {
+    fn act(&mut self, checked: &Checked, _source: &str) {
+        // Reached only after the record is durable: the verify stage sends nothing earlier.
+        for action in crate::rules::actions(&self.rules, &checked.verification.verdict) {
+            match action {
+                crate::rules::Action::Relay => {
+                    if let Some((relay, pulse)) = &self.relay {
+                        relay.open(*pulse);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The running pipeline's handle.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -422,7 +483,11 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&config_path)?;
     crate::tls::install_provider();
     let checkpoint = Arc::new(checkpoint_from(&cfg)?);
-    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), vec![Box::new(StdoutDisplay)])?;
+    let outputs: Vec<Box<dyn Output>> = vec![
+        Box::new(StdoutDisplay),
+        Box::new(GateOutput::from_config(&cfg)?),
+    ];
+    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), outputs)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -20,6 +20,8 @@
 //! - [`config`] — the gate's TOML configuration, validated once, every problem keyed.
 //! - [`clock`] — injected clock; trusted-time floor from platform anchor + monotonic time.
 //! - [`verifier`] — the pure verifier: (text, time, trust state, replay view) → verification.
+//! - [`relay`] — the gate relay: GPIO character device, pulsed off the verdict path.
+//! - [`rules`] — the fusion rule engine: verdict + kind/service/scene/mode → actions.
 //! - [`record`] — the verification record (keyed hashes, no personal data).
 //! - [`store`] — sled: records, replay tags, sequence numbers; fsync; crash recovery.
 //! - [`checkpoint`] — verify + record in one durable step; the only road to an open gate.
@@ -66,6 +68,8 @@ pub mod policy;
 pub mod presentation;
 pub mod qr;
 pub mod record;
+pub mod relay;
+pub mod rules;
 pub mod store;
 pub mod synth;
 pub mod tls;

@@ -64,10 +64,14 @@ trust_system_clock = true
 [decode]
 hold_off_ms = 0
 budget_ms = 100
+[relay]
+file = "{pulses}"
+pulse_ms = 300
 {sources}
 "#,
             state = d.join("state").display(),
             trust = d.join("trust.json").display(),
+            pulses = d.join("pulses.jsonl").display(),
         );
         let path = d.join("gate.toml");
         std::fs::write(&path, text).expect("config");
@@ -129,6 +133,10 @@ fn files_and_scanner_text_through_the_whole_pipeline() {
     assert!(stdout.contains("码已过期") && stdout.contains("码已使用"));
     let store = Store::open(&gate.dir.path().join("state"), Create::Guarded, 0).expect("reopen");
     assert_eq!(store.record_count(), 4, "every verification recorded");
+    // the relay (a file-backed double of the GPIO line) pulsed once per accepted code only
+    let pulses = std::fs::read_to_string(gate.dir.path().join("pulses.jsonl")).expect("pulses");
+    assert_eq!(pulses.lines().count(), 2, "{pulses}");
+    assert!(pulses.lines().all(|l| l.contains("\"pulse_ms\":300")));
 }
 
 #[test]
