@@ -57,7 +57,17 @@ pub struct Config {
     pub api_listen: SocketAddr,
     pub api_token_file: Option<PathBuf>,
     pub relay: Option<RelayConfig>,
+    pub webhook: Option<WebhookSettings>,
     pub rules: Vec<crate::rules::Rule>,
+}
+
+/// The business webhook (the secret is read from `secret_file`, mode 0600).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSettings {
+    pub url: String,
+    pub secret_file: PathBuf,
+    pub timeout_ms: u64,
+    pub retries: u32,
 }
 
 /// The gate relay.
@@ -105,8 +115,27 @@ struct Raw {
     #[serde(default)]
     api: RawApi,
     relay: Option<RawRelay>,
+    webhook: Option<RawWebhook>,
     #[serde(default, rename = "rule")]
     rules: Vec<crate::rules::Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret_file: PathBuf,
+    #[serde(default = "default_webhook_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_webhook_retries")]
+    retries: u32,
+}
+
+fn default_webhook_timeout() -> u64 {
+    2000
+}
+fn default_webhook_retries() -> u32 {
+    3
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,6 +474,29 @@ impl Config {
                 pulse_ms: r.pulse_ms,
             })
         });
+        let webhook = raw.webhook.map(|w| {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                bad("webhook.url", "must be an http:// or https:// URL".into());
+            }
+            if !w.secret_file.exists() {
+                bad(
+                    "webhook.secret_file",
+                    format!("{} does not exist", w.secret_file.display()),
+                );
+            }
+            if !(100..=60_000).contains(&w.timeout_ms) {
+                bad("webhook.timeout_ms", "must be 100..=60000".into());
+            }
+            if w.retries > 10 {
+                bad("webhook.retries", "must be 0..=10".into());
+            }
+            WebhookSettings {
+                url: w.url,
+                secret_file: w.secret_file,
+                timeout_ms: w.timeout_ms,
+                retries: w.retries,
+            }
+        });
         for (i, r) in raw.rules.iter().enumerate() {
             if r.actions.is_empty() {
                 bad(
@@ -480,6 +532,7 @@ impl Config {
             api_listen,
             api_token_file: raw.api.token_file,
             relay,
+            webhook,
             rules,
         })
     }

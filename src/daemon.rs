@@ -84,8 +84,10 @@ impl Output for StdoutDisplay {
 
 /// The gate: the fusion rules decide, the relay opens (on its own thread).
 pub struct GateOutput {
+    terminal: String,
     rules: Vec<crate::rules::Rule>,
     relay: Option<(crate::relay::RelayOutput, Duration)>,
+    webhook: Option<crate::webhook::Webhook>,
 }
 
 impl std::fmt::Debug for GateOutput {
@@ -121,9 +123,25 @@ impl GateOutput {
                 ))
             }
         };
+        let webhook = match &cfg.webhook {
+            None => None,
+            Some(w) => {
+                let secret = crate::keys::read_secret_file(&w.secret_file)?;
+                Some(crate::webhook::Webhook::start(
+                    crate::webhook::WebhookConfig {
+                        url: w.url.clone(),
+                        secret,
+                        timeout: Duration::from_millis(w.timeout_ms),
+                        retries: w.retries,
+                    },
+                )?)
+            }
+        };
         Ok(GateOutput {
+            terminal: cfg.terminal_id.clone(),
             rules: cfg.rules.clone(),
             relay,
+            webhook,
         })
     }
 }
@@ -136,6 +154,15 @@ impl Output for GateOutput {
                 crate::rules::Action::Relay => {
                     if let Some((relay, pulse)) = &self.relay {
                         relay.open(*pulse);
+                    }
+                }
+                crate::rules::Action::Webhook => {
+                    if let Some(hook) = &self.webhook {
+                        let body = serde_json::json!({
+                            "terminal": self.terminal,
+                            "verdict": checked.report(),
+                        });
+                        hook.send(body.to_string().into_bytes());
                     }
                 }
             }

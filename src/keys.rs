@@ -616,6 +616,14 @@ impl KeyPair {
     }
 }
 
+/// Reads a secret (webhook, API token) from a file that must be mode 0600; surrounding
+/// whitespace is trimmed.
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    check_private_mode(path)?;
+    let text = Zeroizing::new(read_text(path)?);
+    Ok(Zeroizing::new(text.trim().as_bytes().to_vec()))
+}
+
 fn read_text(path: &Path) -> Result<String, KeyError> {
     std::fs::read_to_string(path).map_err(|source| KeyError::Io {
         path: path.display().to_string(),

@@ -22,6 +22,7 @@
 //! - [`verifier`] — the pure verifier: (text, time, trust state, replay view) → verification.
 //! - [`relay`] — the gate relay: GPIO character device, pulsed off the verdict path.
 //! - [`rules`] — the fusion rule engine: verdict + kind/service/scene/mode → actions.
+//! - [`webhook`] — signed POSTs of verdicts to the business system, with timeout and retries.
 //! - [`record`] — the verification record (keyed hashes, no personal data).
 //! - [`store`] — sled: records, replay tags, sequence numbers; fsync; crash recovery.
 //! - [`checkpoint`] — verify + record in one durable step; the only road to an open gate.
@@ -75,3 +76,4 @@ pub mod synth;
 pub mod tls;
 pub mod verdict;
 pub mod verifier;
+pub mod webhook;

@@ -11,6 +11,8 @@ use crate::verdict::{AccessMode, CodeKind, Reason, Verdict};
 pub enum Action {
     /// Pulse the gate relay.
     Relay,
+    /// POST the verdict and its business claims to the business system.
+    Webhook,
 }
 
 /// One rule; an empty list matches anything.
@@ -43,7 +45,7 @@ impl Rule {
             service: vec![],
             scene: vec![],
             mode: vec![],
-            actions: vec![Action::Relay],
+            actions: vec![Action::Relay, Action::Webhook],
         }]
     }
 
@@ -120,7 +122,7 @@ mod tests {
     fn default_rule_opens_for_accepted_only() {
         let rules = Rule::default_set();
         let ok = verdict(Reason::Accepted, CodeKind::Dynamic, "S", None, None);
-        assert_eq!(actions(&rules, &ok), vec![Action::Relay]);
+        assert_eq!(actions(&rules, &ok), vec![Action::Relay, Action::Webhook]);
         let bad = verdict(Reason::Expired, CodeKind::Dynamic, "S", None, None);
         assert!(actions(&rules, &bad).is_empty());
         assert!(actions(&rules, &Verdict::refused(Reason::Malformed)).is_empty());

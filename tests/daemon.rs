@@ -3,6 +3,9 @@
 
 mod common;
 
+#[path = "common/http.rs"]
+mod http;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,6 +53,10 @@ impl Gate {
     }
 
     fn config(&self, sources: &str) -> std::path::PathBuf {
+        self.config_with(sources, "")
+    }
+
+    fn config_with(&self, sources: &str, extra: &str) -> std::path::PathBuf {
         let d = self.dir.path();
         let text = format!(
             r#"
@@ -67,6 +74,7 @@ budget_ms = 100
 [relay]
 file = "{pulses}"
 pulse_ms = 300
+{extra}
 {sources}
 "#,
             state = d.join("state").display(),
@@ -99,10 +107,21 @@ fn files_and_scanner_text_through_the_whole_pipeline() {
     yima_gate::qr::write_png(&valid, &frames.join("0.png")).expect("png");
     yima_gate::qr::write_png(&gate.code(now_s() - 300, None), &frames.join("1.png")).expect("png");
     yima_gate::qr::write_png(&valid, &frames.join("2.png")).expect("png"); // shown again
-    let cfg = gate.config(&format!(
-        "[[source]]\nkind = \"files\"\npaths = [\"{}\"]\n[[source]]\nkind = \"scanner\"\nstdin = true\n",
-        frames.display()
-    ));
+                                                                           // the business system's webhook receiver: fails the first delivery, then accepts
+    let receiver = http::Receiver::start(vec![500]);
+    let secret = gate.dir.path().join("webhook.secret");
+    write_file_mode(&secret, b"s3cret\n", 0o600).expect("secret");
+    let cfg = gate.config_with(
+        &format!(
+            "[[source]]\nkind = \"files\"\npaths = [\"{}\"]\n[[source]]\nkind = \"scanner\"\nstdin = true\n",
+            frames.display()
+        ),
+        &format!(
+            "[webhook]\nurl = \"{}\"\nsecret_file = \"{}\"\ntimeout_ms = 2000\nretries = 2\n",
+            receiver.url("/gate"),
+            secret.display()
+        ),
+    );
     let mut child = Command::new(bin())
         .args(["run", "--config"])
         .arg(&cfg)
@@ -137,6 +156,27 @@ fn files_and_scanner_text_through_the_whole_pipeline() {
     let pulses = std::fs::read_to_string(gate.dir.path().join("pulses.jsonl")).expect("pulses");
     assert_eq!(pulses.lines().count(), 2, "{pulses}");
     assert!(pulses.lines().all(|l| l.contains("\"pulse_ms\":300")));
+    // the webhook got both accepted verdicts (one after a retry), signed, with claims but no sub
+    let reqs = receiver.requests();
+    assert_eq!(reqs.len(), 3, "two deliveries, one retried");
+    let mut delivered = std::collections::HashSet::new();
+    for r in &reqs {
+        let ts: i64 = r
+            .header("X-Yima-Timestamp")
+            .expect("ts")
+            .parse()
+            .expect("ts");
+        assert_eq!(
+            r.header("X-Yima-Signature").expect("sig"),
+            yima_gate::webhook::signature(b"s3cret", ts, &r.body)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(v["terminal"], "GATE-T1");
+        assert_eq!(v["verdict"]["accepted"], true);
+        assert!(v["verdict"]["claims"]["service"].is_string());
+        delivered.insert(v["verdict"]["seq"].as_u64().expect("seq"));
+    }
+    assert_eq!(delivered.len(), 2);
 }
 
 #[test]
