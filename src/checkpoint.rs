@@ -111,6 +111,11 @@ impl Checkpoint {
         &self.store
     }
 
+    /// The clock verifications are made with.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// Verifies `text` now.
     pub fn check(&self, text: &str) -> Result<Checked, StoreError> {
         let at = self.clock.now();

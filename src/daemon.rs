@@ -24,12 +24,13 @@ use anyhow::Context;
 
 use crate::camera::{CameraSource, V4lCamera};
 use crate::capture::{FileSource, Input, LatestSlot, MjpegSource, ScannerSource, Source};
-use crate::checkpoint::{Checked, Checkpoint};
+use crate::checkpoint::{Checked, Checkpoint, VerdictReport};
 use crate::clock::{wall_clock_ms, SystemTimeSource, TrustedClock};
 use crate::config::{Config, SourceConfig};
 use crate::decode::{Decoder, DecoderConfig};
 use crate::presentation::Presentations;
 use crate::store::{Create, Store};
+use crate::verdict::Reason;
 
 /// Presented codes waiting for verification; the capture side blocks when it is full.
 const PRESENTED_QUEUE: usize = 64;
@@ -54,6 +55,29 @@ pub struct Counters {
     pub presentations: AtomicU64,
     pub verified: AtomicU64,
     pub accepted: AtomicU64,
+    /// Verdicts by reason, indexed like `Reason::ALL`.
+    pub by_reason: [AtomicU64; Reason::ALL.len()],
+    /// The latest verdicts, newest first (status page feed).
+    pub recent: Mutex<std::collections::VecDeque<VerdictReport>>,
+}
+
+/// Verdicts kept for the status page.
+const RECENT: usize = 20;
+
+impl Counters {
+    /// Counts one durable verification.
+    pub fn verdict(&self, checked: &Checked) {
+        self.verified.fetch_add(1, Ordering::Relaxed);
+        if checked.accepted() {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == checked.reason()) {
+            self.by_reason[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_front(checked.report());
+        recent.truncate(RECENT);
+    }
 }
 
 /// What to do with a verdict (the gate relay, webhook and display arrive here).
@@ -486,10 +510,7 @@ fn verify_loop(
         };
         match checkpoint.check(&p.text) {
             Ok(checked) => {
-                counters.verified.fetch_add(1, Ordering::Relaxed);
-                if checked.accepted() {
-                    counters.accepted.fetch_add(1, Ordering::Relaxed);
-                }
+                counters.verdict(&checked);
                 if tx.send((checked, p.source)).is_err() {
                     break;
                 }
@@ -514,15 +535,49 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
         Box::new(StdoutDisplay),
         Box::new(GateOutput::from_config(&cfg)?),
     ];
-    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), outputs)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Signals are caught before any stage runs: a SIGTERM that arrives while the pipeline
+    // starts must drain it, not kill the process with work in flight.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("api")
         .enable_all()
         .build()?;
+    // The API port is bound before any stage runs too: a port in use is a setup error,
+    // reported before anything is verified.
+    let (mut term, mut int, listener) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _entered = runtime.enter();
+        let std_listener = std::net::TcpListener::bind(cfg.api_listen)
+            .with_context(|| format!("binding the API to {}", cfg.api_listen))?;
+        std_listener.set_nonblocking(true)?;
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            tokio::net::TcpListener::from_std(std_listener)?,
+        )
+    };
+    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), outputs)?;
+    let ready = Arc::new(AtomicBool::new(true));
+    let api_state = Arc::new(crate::api::ApiState {
+        terminal: cfg.terminal_id.clone(),
+        checkpoint: checkpoint.clone(),
+        clock: checkpoint.clock(),
+        counters: pipeline.counters.clone(),
+        ready: ready.clone(),
+        token: crate::api::load_or_create_token(cfg.api_token_file.as_deref(), &cfg.state_dir)?,
+        rate: Mutex::new(crate::api::RateLimit::new(100, 50)),
+    });
     runtime.block_on(async {
         use sd_notify::NotifyState;
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        tracing::info!(listen = %cfg.api_listen, "api: listening");
+        let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, crate::api::router(api_state))
+                .with_graceful_shutdown(async {
+                    let _ = api_stopped.await;
+                })
+                .await
+        });
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         // systemd: ready once every stage runs; the watchdog is fed at half its period while
         // the verifier is alive (a wedged verifier gets the gate restarted).
@@ -545,7 +600,10 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 },
             }
         }
+        ready.store(false, Ordering::SeqCst);
         let _ = sd_notify::notify(&[NotifyState::Stopping]);
+        let _ = api_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         anyhow::Ok(())
     })?;
     let counters = pipeline.counters.clone();

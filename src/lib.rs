@@ -26,6 +26,7 @@
 //! - [`record`] — the verification record (keyed hashes, no personal data).
 //! - [`store`] — sled: records, replay tags, sequence numbers; fsync; crash recovery.
 //! - [`checkpoint`] — verify + record in one durable step; the only road to an open gate.
+//! - [`api`] — the local HTTP API (axum) and the status page; token, size and rate bounds.
 //! - [`camera`] — V4L2 camera (nokhwa) as a source: own pixel conversion, reopen with backoff.
 //! - [`capture`] — frame and text sources (files, MJPEG over HTTP, scanner lines from a TTY,
 //!   TCP or stdin), the newest-frame-wins slot, camera pixel-format conversion.
@@ -54,6 +55,7 @@
 //!   `checkpoint::VerdictReport` (what callers see) vs. `keys::TrustedKey`, `verifier::Verification`.
 //! - **Nothing panics on input.** Parsers are total; the QR decoder runs under `catch_unwind`.
 
+pub mod api;
 pub mod camera;
 pub mod capture;
 pub mod checkpoint;

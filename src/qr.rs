@@ -58,11 +58,23 @@ pub fn write_png(text: &str, path: &Path) -> Result<(), QrError> {
 
 /// Loads an image file as grayscale, within the size limits.
 pub fn load_gray(path: &Path) -> Result<GrayImage, QrError> {
-    let err = |reason: String| QrError::Image {
+    let bytes = std::fs::read(path).map_err(|e| QrError::Image {
         path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    decode_image(&bytes, &path.display().to_string())
+}
+
+/// Decodes image bytes (an upload) as grayscale, within the size limits.
+pub fn load_gray_bytes(bytes: &[u8]) -> Result<GrayImage, QrError> {
+    decode_image(bytes, "(upload)")
+}
+
+fn decode_image(bytes: &[u8], name: &str) -> Result<GrayImage, QrError> {
+    let err = |reason: String| QrError::Image {
+        path: name.to_string(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| err(e.to_string()))?;

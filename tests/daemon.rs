@@ -18,6 +18,7 @@ use yima_gate::store::{Create, Store};
 struct Gate {
     dir: tempfile::TempDir,
     key: KeyPair,
+    port: u16,
 }
 
 fn now_s() -> i64 {
@@ -37,7 +38,11 @@ impl Gate {
         write_file_mode(&dir.path().join("trust.json"), entry.as_bytes(), 0o644).expect("trust");
         drop(Store::open(&dir.path().join("state"), Create::Provision, 0).expect("init"));
         std::fs::create_dir_all(dir.path().join("frames")).expect("frames");
-        Gate { dir, key }
+        Gate {
+            dir,
+            key,
+            port: common::free_port(),
+        }
     }
 
     fn code(&self, iat: i64, static_sn: Option<&str>) -> String {
@@ -74,12 +79,15 @@ budget_ms = 100
 [relay]
 file = "{pulses}"
 pulse_ms = 300
+[api]
+listen = "127.0.0.1:{port}"
 {extra}
 {sources}
 "#,
             state = d.join("state").display(),
             trust = d.join("trust.json").display(),
             pulses = d.join("pulses.jsonl").display(),
+            port = self.port,
         );
         let path = d.join("gate.toml");
         std::fs::write(&path, text).expect("config");
@@ -225,4 +233,175 @@ fn a_broken_config_exits_64() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn local_api_verifies_reports_and_guards_itself() {
+    yima_gate::tls::install_provider();
+    let gate = Gate::new();
+    let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{}", gate.port);
+    let http = reqwest::blocking::Client::new();
+    // wait for the API to come up (bounded)
+    let mut up = false;
+    for _ in 0..200 {
+        if http
+            .get(format!("{base}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(up, "API did not come up");
+    let token =
+        std::fs::read_to_string(gate.dir.path().join("state/api.token")).expect("generated token");
+    let auth = format!("Bearer {}", token.trim());
+
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .expect("readyz")
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/api/v1/status"))
+            .send()
+            .expect("status")
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(format!("{base}/api/v1/status"))
+            .header("Authorization", "Bearer wrong")
+            .send()
+            .expect("status")
+            .status(),
+        401
+    );
+
+    let code = gate.code(now_s() - 1, None);
+    let verify = |body: reqwest::blocking::RequestBuilder| -> serde_json::Value {
+        let r = body.header("Authorization", &auth).send().expect("verify");
+        assert_eq!(r.status(), 200);
+        r.json().expect("json")
+    };
+    let v = verify(
+        http.post(format!("{base}/api/v1/verify"))
+            .json(&serde_json::json!({ "code": code })),
+    );
+    assert_eq!(v["reason"], "accepted");
+    let v = verify(
+        http.post(format!("{base}/api/v1/verify"))
+            .json(&serde_json::json!({ "code": code })),
+    );
+    assert_eq!(
+        (v["reason"].as_str(), v["message"].as_str()),
+        (Some("replayed"), Some("码已使用"))
+    );
+    // an uploaded image
+    let png_path = gate.dir.path().join("up.png");
+    yima_gate::qr::write_png(&gate.code(now_s() - 400, None), &png_path).expect("png");
+    let v = verify(
+        http.post(format!("{base}/api/v1/verify"))
+            .header("Content-Type", "image/png")
+            .body(std::fs::read(&png_path).expect("read")),
+    );
+    assert_eq!(v["message"], "码已过期");
+    // bounds (a client of its own: the server answers 413 and closes mid-upload, which must
+    // not poison the pooled connections of the main client)
+    let once = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let r = once
+        .post(format!("{base}/api/v1/verify"))
+        .header("Authorization", &auth)
+        .header("Content-Type", "image/png")
+        .body(vec![0u8; 8 * 1024 * 1024 + 1024])
+        .send()
+        .expect("big");
+    assert_eq!(r.status(), 413);
+    let r = http
+        .post(format!("{base}/api/v1/verify"))
+        .header("Authorization", &auth)
+        .body("not json")
+        .send()
+        .expect("bad");
+    assert_eq!(r.status(), 400);
+
+    // records, filtered and paged
+    let page: serde_json::Value = http
+        .get(format!("{base}/api/v1/records?reason=replayed&limit=10"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("records")
+        .json()
+        .expect("json");
+    let recs = page["records"].as_array().expect("records");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["reason"], "replayed");
+    assert!(
+        !page.to_string().contains("pairwise-subject-token"),
+        "no subject in records"
+    );
+
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains("yima_verdicts_total{reason=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("yima_verdicts_total{reason=\"replayed\"} 1"));
+    assert!(metrics.contains("yima_store_records 3"));
+
+    let status: serde_json::Value = http
+        .get(format!("{base}/api/v1/status"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("status")
+        .json()
+        .expect("json");
+    assert_eq!(status["terminal"], "GATE-T1");
+    assert_eq!(status["counters"]["verified"], 3);
+    assert_eq!(status["recent"][0]["message"], "码已过期");
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .expect("page")
+        .text()
+        .expect("html");
+    assert!(page.contains("yima-gate") && page.contains("/api/v1/status"));
+    let openapi: serde_json::Value = http
+        .get(format!("{base}/api/v1/openapi.json"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("openapi")
+        .json()
+        .expect("json");
+    assert_eq!(openapi["openapi"], "3.0.3");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
 }

@@ -108,9 +108,10 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     std::fs::write(
         &cfg,
         format!(
-            "[terminal]\nid = \"N1\"\nstate_dir = \"{}\"\n[trust]\nkeys = \"{}\"\n[[source]]\nkind = \"scanner\"\nstdin = true\n",
+            "[terminal]\nid = \"N1\"\nstate_dir = \"{}\"\n[trust]\nkeys = \"{}\"\n[[source]]\nkind = \"scanner\"\nstdin = true\n[api]\nlisten = \"127.0.0.1:{}\"\n",
             dir.path().join("state").display(),
-            trust.display()
+            trust.display(),
+            common::free_port()
         ),
     )
     .expect("config");

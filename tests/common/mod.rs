@@ -82,3 +82,11 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     eprintln!("SKIP: shared data {} not present", p.display());
     None
 }
+
+/// A loopback port free at the time of asking (tests give each daemon its own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
