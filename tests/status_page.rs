@@ -1,0 +1,157 @@
+//! The technician's status page, loaded in headless Chromium (Debian `chromium`): it shows a
+//! verdict the test caused, and the test run saves a screenshot.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::bin;
+use yima_gate::keys::{write_file_mode, Alg, KeyPair, Kid};
+use yima_gate::store::{Create, Store};
+
+fn chromium() -> Option<&'static str> {
+    for c in ["chromium", "chromium-browser"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(c);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("Debian chromium is needed in CI (apt-get install chromium)");
+    }
+    eprintln!("SKIP: chromium not installed");
+    None
+}
+
+#[test]
+fn status_page_shows_a_verdict_in_chromium() {
+    let Some(browser) = chromium() else { return };
+    yima_gate::tls::install_provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let now = yima_gate::clock::wall_clock_ms() / 1000;
+    let key = KeyPair::generate(
+        Alg::EdDSA,
+        Kid::new(b"p".to_vec()).expect("kid"),
+        now - 60,
+        now + 3600,
+    );
+    let trust = dir.path().join("trust.json");
+    write_file_mode(
+        &trust,
+        serde_json::to_string(&key.trusted_key().to_entry())
+            .expect("json")
+            .as_bytes(),
+        0o644,
+    )
+    .expect("trust");
+    drop(Store::open(&dir.path().join("state"), Create::Provision, 0).expect("init"));
+    let port = common::free_port();
+    let cfg = dir.path().join("gate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[terminal]\nid = \"PAGE-1\"\nstate_dir = \"{}\"\n[trust]\nkeys = \"{}\"\n[clock]\ntrust_system_clock = true\n\
+             [[source]]\nkind = \"scanner\"\nstdin = true\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("state").display(),
+            trust.display()
+        ),
+    )
+    .expect("config");
+    let mut gate = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gate");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if http
+            .get(format!("{base}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(up, "API did not come up");
+    let token = std::fs::read_to_string(dir.path().join("state/api.token")).expect("token");
+    let token = token.trim();
+    // cause a verdict: an expired dynamic code → 码已过期
+    let mut claims = common::dynamic_claims(now - 600, 42);
+    claims.scenes = None;
+    let code = yima_gate::code::mint(&key.signing, &key.kid, &claims);
+    let v: serde_json::Value = http
+        .post(format!("{base}/api/v1/verify"))
+        .header("Authorization", format!("Bearer {token}"))
+        .body(serde_json::json!({ "code": code }).to_string())
+        .send()
+        .expect("verify")
+        .json()
+        .expect("json");
+    assert_eq!(v["message"], "码已过期");
+
+    let url = format!("{base}/#token={token}");
+    let profile = dir.path().join("chromium-profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=4000",
+        "--window-size=1100,900",
+    ];
+    let dom = Command::new(browser)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("码已过期"),
+        "the page shows the verdict; DOM was: {dom:.2000}"
+    );
+    assert!(dom.contains("PAGE-1"), "the page names the terminal");
+    assert!(dom.contains("expired"));
+
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new(browser)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .expect("chromium screenshot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = image::open(&shot).expect("a PNG screenshot");
+    assert_eq!((png.width(), png.height()), (1100, 900));
+    eprintln!("status page screenshot: {}", shot.display());
+
+    let pid = gate.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    assert_eq!(gate.wait().expect("wait").code(), Some(0));
+}
