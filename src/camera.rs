@@ -4,9 +4,9 @@
 //!
 //! `frame()` blocks: run a `CameraSource` on its own thread (as every `Source`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::capture::{convert, Frame, Input, Source, SourceError};
+use crate::capture::{convert, FrameStamper, Input, Source, SourceError};
 
 /// Pixel formats the gate accepts from a camera.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -113,8 +113,7 @@ pub struct CameraSource<D: CameraDevice> {
     /// Stop after this many consecutive failures (`None`: never — a gate keeps trying).
     give_up_after: Option<u32>,
     failures: u32,
-    start: Instant,
-    seq: u64,
+    stamper: FrameStamper,
 }
 
 impl<D: CameraDevice> std::fmt::Debug for CameraSource<D> {
@@ -136,8 +135,7 @@ impl<D: CameraDevice> CameraSource<D> {
             sleep: Box::new(std::thread::sleep),
             give_up_after: None,
             failures: 0,
-            start: Instant::now(),
-            seq: 0,
+            stamper: FrameStamper::new(),
         }
     }
 
@@ -206,12 +204,7 @@ impl<D: CameraDevice> Source for CameraSource<D> {
                 Ok(image) => {
                     self.failures = 0;
                     self.backoff.reset();
-                    self.seq += 1;
-                    return Ok(Some(Input::Frame(Frame {
-                        image,
-                        captured_ms: self.start.elapsed().as_millis() as i64,
-                        seq: self.seq,
-                    })));
+                    return Ok(Some(self.stamper.frame(image)));
                 }
                 // A corrupt frame (camera sent another format than it reported, nokhwa #19,
                 // or a torn JPEG) is skipped, not a device failure.

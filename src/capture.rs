@@ -44,6 +44,38 @@ pub struct Frame {
     pub seq: u64,
 }
 
+/// Numbers frames and stamps them with monotonic ms since the source started.
+#[derive(Debug)]
+pub struct FrameStamper {
+    start: Instant,
+    seq: u64,
+}
+
+impl FrameStamper {
+    pub fn new() -> FrameStamper {
+        FrameStamper {
+            start: Instant::now(),
+            seq: 0,
+        }
+    }
+
+    /// The next frame as a source yields it.
+    pub fn frame(&mut self, image: GrayImage) -> Input {
+        self.seq += 1;
+        Input::Frame(Frame {
+            image,
+            captured_ms: self.start.elapsed().as_millis() as i64,
+            seq: self.seq,
+        })
+    }
+}
+
+impl Default for FrameStamper {
+    fn default() -> Self {
+        FrameStamper::new()
+    }
+}
+
 /// What a source yields.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -158,8 +190,7 @@ impl<T> LatestSlot<T> {
 pub struct FileSource {
     name: String,
     files: std::vec::IntoIter<PathBuf>,
-    start: Instant,
-    seq: u64,
+    stamper: FrameStamper,
 }
 
 impl FileSource {
@@ -181,8 +212,7 @@ impl FileSource {
         Ok(FileSource {
             name: format!("files({})", files.len()),
             files: files.into_iter(),
-            start: Instant::now(),
-            seq: 0,
+            stamper: FrameStamper::new(),
         })
     }
 }
@@ -209,14 +239,7 @@ impl Source for FileSource {
     fn next(&mut self) -> Result<Option<Input>, SourceError> {
         for path in self.files.by_ref() {
             match crate::qr::load_gray(&path) {
-                Ok(image) => {
-                    self.seq += 1;
-                    return Ok(Some(Input::Frame(Frame {
-                        image,
-                        captured_ms: self.start.elapsed().as_millis() as i64,
-                        seq: self.seq,
-                    })));
-                }
+                Ok(image) => return Ok(Some(self.stamper.frame(image))),
                 // One unreadable file does not end a replay.
                 Err(e) => tracing::warn!(error = %e, "files: skipping unreadable image"),
             }
@@ -303,8 +326,7 @@ pub struct MjpegSource {
     name: String,
     reader: BufReader<Box<dyn Read + Send>>,
     boundary: Vec<u8>,
-    start: Instant,
-    seq: u64,
+    stamper: FrameStamper,
 }
 
 impl std::fmt::Debug for MjpegSource {
@@ -349,8 +371,7 @@ impl MjpegSource {
             name: name.to_string(),
             reader: BufReader::new(stream),
             boundary: format!("--{}", boundary.trim_start_matches("--")).into_bytes(),
-            start: Instant::now(),
-            seq: 0,
+            stamper: FrameStamper::new(),
         }
     }
 
@@ -438,14 +459,7 @@ impl Source for MjpegSource {
                 return Ok(None);
             };
             match convert::jpeg_to_gray(&jpeg) {
-                Ok(image) => {
-                    self.seq += 1;
-                    return Ok(Some(Input::Frame(Frame {
-                        image,
-                        captured_ms: self.start.elapsed().as_millis() as i64,
-                        seq: self.seq,
-                    })));
-                }
+                Ok(image) => return Ok(Some(self.stamper.frame(image))),
                 Err(e) => {
                     tracing::debug!(source = %self.name, error = %e, "mjpeg: bad part skipped")
                 }

@@ -251,19 +251,10 @@ fn local_api_verifies_reports_and_guards_itself() {
     let base = format!("http://127.0.0.1:{}", gate.port);
     let http = reqwest::blocking::Client::new();
     // wait for the API to come up (bounded)
-    let mut up = false;
-    for _ in 0..200 {
-        if http
-            .get(format!("{base}/healthz"))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    assert!(up, "API did not come up");
+    assert!(
+        common::wait_until_up(&format!("{base}/healthz")),
+        "API did not come up"
+    );
     let token =
         std::fs::read_to_string(gate.dir.path().join("state/api.token")).expect("generated token");
     let auth = format!("Bearer {}", token.trim());

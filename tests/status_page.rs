@@ -71,19 +71,10 @@ fn status_page_shows_a_verdict_in_chromium() {
         .expect("spawn gate");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if http
-            .get(format!("{base}/healthz"))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    assert!(up, "API did not come up");
+    assert!(
+        common::wait_until_up(&format!("{base}/healthz")),
+        "API did not come up"
+    );
     let token = std::fs::read_to_string(dir.path().join("state/api.token")).expect("token");
     let token = token.trim();
     // cause a verdict: an expired dynamic code → 码已过期

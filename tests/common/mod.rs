@@ -90,3 +90,15 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// Polls `url` until it answers 200 (bounded: 5 s); the daemon's API comes up asynchronously.
+pub fn wait_until_up(url: &str) -> bool {
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..200 {
+        if http.get(url).send().is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    false
+}
