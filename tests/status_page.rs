@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::bin;
 use yima_gate::keys::{write_file_mode, Alg, KeyPair, Kid};
