@@ -6,37 +6,44 @@
 //!
 //! ## Data flow
 //! ```text
-//! capture → decode → presentation → verify → record → act     (sync beside it)
-//!                                    verifier  store    (daemon, later)
-//!                     ▲   └── checkpoint: verify + record, durable before the answer
-//!            code ────┘ keys · policy · clock
+//!  camera / mjpeg / files ─frames─▶ decode ─┐
+//!  scanner (tty, tcp, stdin) ─texts─────────┤
+//!                                presentation ─▶ checkpoint ─▶ act: display · rules → relay, webhook
+//!                                               (verifier + store: durable before the answer)
+//!  local API (verify, records, status, metrics) ─▶ checkpoint            (platform sync: next)
 //! ```
 //!
 //! ## Code map
+//! Verification core:
 //! - [`verdict`] — `Reason` (stable snake_case codes), Chinese messages, `Verdict`, business claims.
 //! - [`code`] — the YM1 format: text ⇄ COSE_Sign1/COSE_Mac0 ⇄ CWT claims; parse and mint.
-//! - [`keys`] — the four algorithms, trust entries (spec JSON), private key files.
+//! - [`keys`] — the four algorithms, trust entries (spec JSON), private key files, secrets.
 //! - [`policy`] — the trust state: keys, static-code status list, services, terminal, settings.
-//! - [`config`] — the gate's TOML configuration, validated once, every problem keyed.
 //! - [`clock`] — injected clock; trusted-time floor from platform anchor + monotonic time.
 //! - [`verifier`] — the pure verifier: (text, time, trust state, replay view) → verification.
-//! - [`relay`] — the gate relay: GPIO character device, pulsed off the verdict path.
-//! - [`rules`] — the fusion rule engine: verdict + kind/service/scene/mode → actions.
-//! - [`webhook`] — signed POSTs of verdicts to the business system, with timeout and retries.
 //! - [`record`] — the verification record (keyed hashes, no personal data).
 //! - [`store`] — sled: records, replay tags, sequence numbers; fsync; crash recovery.
 //! - [`checkpoint`] — verify + record in one durable step; the only road to an open gate.
-//! - [`api`] — the local HTTP API (axum) and the status page; token, size and rate bounds.
-//! - [`camera`] — V4L2 camera (nokhwa) as a source: own pixel conversion, reopen with backoff.
+//!
+//! Reading:
 //! - [`capture`] — frame and text sources (files, MJPEG over HTTP, scanner lines from a TTY,
 //!   TCP or stdin), the newest-frame-wins slot, camera pixel-format conversion.
-//! - [`daemon`] — the pipeline threads and channels of `yima-gate run`; one shutdown path.
+//! - [`camera`] — V4L2 camera (nokhwa) as a source: own pixel conversion, reopen with backoff.
 //! - [`decode`] — frame → code texts: rxing + rqrr cascade over image variants, time-bounded.
 //! - [`presentation`] — one presentation per code in view, whatever the frame count.
-//! - [`synth`] — seeded synthetic 1280×720 gate frames (tests, benches, demo).
 //! - [`qr`] — render a code as a QR image; load images within size limits.
+//! - [`synth`] — seeded synthetic 1280×720 gate frames (tests, benches, demo).
+//!
+//! The daemon:
+//! - [`config`] — the gate's TOML configuration, validated once, every problem keyed.
+//! - [`daemon`] — the pipeline threads and channels of `yima-gate run`; one shutdown path.
+//! - [`rules`] — the fusion rule engine: verdict + kind/service/scene/mode → actions.
+//! - [`relay`] — the gate relay: GPIO character device, pulsed off the verdict path.
+//! - [`webhook`] — signed POSTs of verdicts to the business system, with timeout and retries.
+//! - [`api`] — the local HTTP API (axum) and the status page; token, size and rate bounds.
 //! - [`tls`] — the rustls crypto provider (ring), installed once.
-//! - [`cli`] — the command line (`init`, `keygen`, `mint`, `verify`, `demo`).
+//! - [`cli`] — the command line (`init`, `keygen`, `mint`, `verify`, `decode`, `run`,
+//!   `check-config`, `demo`).
 //! - [`demo`] — built-in end-to-end scenarios through the real checkpoint and store.
 //!
 //! ## Architecture invariants
@@ -44,16 +51,19 @@
 //!   a read-only replay view, so every rule is table-tested (`tests/verifier_table.rs`).
 //! - **A refused code is a `Verdict`, not an `Err`.** `Err` means the program failed (disk, config);
 //!   then the gate stays shut.
-//! - **Durable before open.** [`checkpoint::Checkpoint::check`] returns only after the record and
-//!   the replay tag of an accepted dynamic code are fsynced, in one sled transaction with the
-//!   sequence number; sequence numbers are never reused.
+//! - **Durable before open.** [`checkpoint::Checkpoint::check`] returns only after the record —
+//!   which carries the replay tag of an accepted dynamic code, in one atomic sled insert — is
+//!   flushed and fsynced; outputs run only after that. Sequence numbers are never reused.
 //! - **Only `store` knows sled.** Everything else sees `Record`, `ReplayView`, typed operations.
 //! - **Only `clock::SystemTimeSource` reads the OS clocks** for verification time.
 //! - **No personal data leaves the verifier.** `sub` and `cti` become keyed hashes in records;
 //!   `Debug` of claims and keys hides them; secrets are written 0600 and never logged.
 //! - **Wire types are separate from internal types.** `keys::TrustEntry` (trust file JSON),
-//!   `checkpoint::VerdictReport` (what callers see) vs. `keys::TrustedKey`, `verifier::Verification`.
-//! - **Nothing panics on input.** Parsers are total; the QR decoder runs under `catch_unwind`.
+//!   `checkpoint::VerdictReport` (what callers see), the OpenAPI document, vs.
+//!   `keys::TrustedKey`, `verifier::Verification`, `record::Record`.
+//! - **Frames may be dropped, verdicts never.** Camera frames go through a newest-wins slot;
+//!   presented codes and verdicts through bounded channels that block.
+//! - **Nothing panics on input.** Parsers are total; the QR decoders run under `catch_unwind`.
 
 pub mod api;
 pub mod camera;
