@@ -5,7 +5,7 @@
 //! found nothing):
 //! 1. rxing (zxing-cpp/ZXing port; hybrid then global binarizer, try-harder) on the frame;
 //! 2. rqrr on the frame (panic-isolated: rqrr 0.11 asserts on some real images);
-//! 3. [`VARIANTS`]: inverted, downscaled, upscaled + adaptive threshold, Otsu, smoothed
+//! 3. `VARIANTS`: inverted, downscaled, upscaled + adaptive threshold, Otsu, smoothed
 //!    upscale, contrast-stretched — each through rxing, the binarized ones through rqrr too.
 //!
 //! **Invariant:** decoding never panics and never runs unbounded: frames are bounded in size
