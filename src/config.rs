@@ -58,6 +58,7 @@ pub struct Config {
     pub api_token_file: Option<PathBuf>,
     pub relay: Option<RelayConfig>,
     pub webhook: Option<WebhookSettings>,
+    pub hook: Option<crate::hook::HookConfig>,
     pub rules: Vec<crate::rules::Rule>,
 }
 
@@ -116,8 +117,23 @@ struct Raw {
     api: RawApi,
     relay: Option<RawRelay>,
     webhook: Option<RawWebhook>,
+    command: Option<RawCommand>,
     #[serde(default, rename = "rule")]
     rules: Vec<crate::rules::Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    program: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default = "default_command_timeout")]
+    timeout_ms: u64,
+}
+
+fn default_command_timeout() -> u64 {
+    5000
 }
 
 #[derive(Debug, Deserialize)]
@@ -497,6 +513,19 @@ impl Config {
                 retries: w.retries,
             }
         });
+        let hook = raw.command.map(|c| {
+            if !c.program.is_absolute() {
+                bad("command.program", "must be an absolute path".into());
+            }
+            if !(10..=600_000).contains(&c.timeout_ms) {
+                bad("command.timeout_ms", "must be 10..=600000".into());
+            }
+            crate::hook::HookConfig {
+                program: c.program,
+                args: c.args,
+                timeout: std::time::Duration::from_millis(c.timeout_ms),
+            }
+        });
         for (i, r) in raw.rules.iter().enumerate() {
             if r.actions.is_empty() {
                 bad(
@@ -533,6 +562,7 @@ impl Config {
             api_token_file: raw.api.token_file,
             relay,
             webhook,
+            hook,
             rules,
         })
     }

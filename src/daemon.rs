@@ -112,6 +112,7 @@ pub struct GateOutput {
     rules: Vec<crate::rules::Rule>,
     relay: Option<(crate::relay::RelayOutput, Duration)>,
     webhook: Option<crate::webhook::Webhook>,
+    hook: Option<crate::hook::Hook>,
 }
 
 impl std::fmt::Debug for GateOutput {
@@ -161,11 +162,16 @@ impl GateOutput {
                 )?)
             }
         };
+        let hook = match &cfg.hook {
+            None => None,
+            Some(h) => Some(crate::hook::Hook::start(h.clone())?),
+        };
         Ok(GateOutput {
             terminal: cfg.terminal_id.clone(),
             rules: cfg.rules.clone(),
             relay,
             webhook,
+            hook,
         })
     }
 }
@@ -187,6 +193,11 @@ impl Output for GateOutput {
                             "verdict": checked.report(),
                         });
                         hook.send(body.to_string().into_bytes());
+                    }
+                }
+                crate::rules::Action::Command => {
+                    if let Some(hook) = &self.hook {
+                        hook.send(crate::hook::environment(&self.terminal, &checked.report()));
                     }
                 }
             }

@@ -39,6 +39,7 @@
 //! - [`daemon`] — the pipeline threads and channels of `yima-gate run`; one shutdown path.
 //! - [`rules`] — the fusion rule engine: verdict + kind/service/scene/mode → actions.
 //! - [`relay`] — the gate relay: GPIO character device, pulsed off the verdict path.
+//! - [`hook`] — a local program run per routed verdict, verdict in its environment, timed out.
 //! - [`webhook`] — signed POSTs of verdicts to the business system, with timeout and retries.
 //! - [`api`] — the local HTTP API (axum) and the status page; token, size and rate bounds.
 //! - [`tls`] — the rustls crypto provider (ring), installed once.
@@ -76,6 +77,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod demo;
+pub mod hook;
 pub mod keys;
 pub mod policy;
 pub mod presentation;

@@ -13,6 +13,8 @@ pub enum Action {
     Relay,
     /// POST the verdict and its business claims to the business system.
     Webhook,
+    /// Run the configured local program with the verdict in its environment.
+    Command,
 }
 
 /// One rule; an empty list matches anything.

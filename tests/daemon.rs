@@ -125,9 +125,13 @@ fn files_and_scanner_text_through_the_whole_pipeline() {
             frames.display()
         ),
         &format!(
-            "[webhook]\nurl = \"{}\"\nsecret_file = \"{}\"\ntimeout_ms = 2000\nretries = 2\n",
+            "[webhook]\nurl = \"{}\"\nsecret_file = \"{}\"\ntimeout_ms = 2000\nretries = 2\n\
+             [command]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo $YIMA_REASON $YIMA_MESSAGE >> {}\"]\n\
+             [[rule]]\nactions = [\"relay\", \"webhook\"]\n\
+             [[rule]]\nreason = [\"expired\", \"replayed\"]\nactions = [\"command\"]\n",
             receiver.url("/gate"),
-            secret.display()
+            secret.display(),
+            gate.dir.path().join("refused.txt").display()
         ),
     );
     let mut child = Command::new(bin())
@@ -185,6 +189,14 @@ fn files_and_scanner_text_through_the_whole_pipeline() {
         delivered.insert(v["verdict"]["seq"].as_u64().expect("seq"));
     }
     assert_eq!(delivered.len(), 2);
+    // the command hook ran for the refused codes only, as the second rule says
+    let mut refused: Vec<String> = std::fs::read_to_string(gate.dir.path().join("refused.txt"))
+        .expect("hook ran")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    refused.sort();
+    assert_eq!(refused, vec!["expired 码已过期", "replayed 码已使用"]);
 }
 
 #[test]
