@@ -223,13 +223,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr; under systemd (`JOURNAL_STREAM` set) that is journald, which stamps
+/// the time itself, so the line carries no timestamp and no colour codes.
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("YIMA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
