@@ -292,16 +292,38 @@ fn be_i64(v: &[u8]) -> Option<i64> {
 }
 
 /// Opens sled, turning its panics (it has some on damaged files) into errors.
+/// How long `open` waits for sled's directory lock: a store closed a moment ago in this
+/// process releases it when sled's background flusher exits; another running yima-gate never
+/// does, and gets a clear error.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled, waiting briefly for its lock, turning its panics (it has some on damaged
+/// files) into errors.
 fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
-    let cfg = sled::Config::new()
-        .path(path)
-        .cache_capacity(CACHE_BYTES)
-        .mode(sled::Mode::LowSpace);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.open())) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(sled::Error::Io(e))) => Err(io_err(path)(e)),
-        Ok(Err(e)) => Err(StoreError::Corrupt(e.to_string())),
-        Err(p) => Err(StoreError::Panicked(panic_text(&p))),
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let cfg = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::LowSpace);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.open())) {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Io {
+                        path: path.display().to_string(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::WouldBlock,
+                            "the store is in use by another process (is another yima-gate running on this state directory?)",
+                        ),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(Err(sled::Error::Io(e))) => return Err(io_err(path)(e)),
+            Ok(Err(e)) => return Err(StoreError::Corrupt(e.to_string())),
+            Err(p) => return Err(StoreError::Panicked(panic_text(&p))),
+        }
     }
 }
 

@@ -342,3 +342,14 @@ fn replay_tag_cut_off_by_a_crash_is_restored_from_the_record() {
         Reason::Replayed
     );
 }
+
+#[test]
+fn a_store_in_use_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let _first = Store::open(dir.path(), Create::Provision, 0).expect("open");
+    let err = Store::open(dir.path(), Create::Guarded, 0).expect_err("locked");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+}
