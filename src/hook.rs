@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::VerdictReport;
@@ -26,8 +25,7 @@ pub struct HookConfig {
 /// The hook thread's handle.
 #[derive(Debug)]
 pub struct Hook {
-    tx: Option<SyncSender<Vec<(String, String)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    worker: crate::worker::Worker<Vec<(String, String)>>,
 }
 
 /// The environment a run gets for `report` at `terminal`.
@@ -55,35 +53,17 @@ pub fn environment(terminal: &str, report: &VerdictReport) -> Vec<(String, Strin
 
 impl Hook {
     pub fn start(cfg: HookConfig) -> std::io::Result<Hook> {
-        let (tx, rx) = sync_channel::<Vec<(String, String)>>(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("hook".into())
-            .spawn(move || {
-                for env in rx {
-                    run_once(&cfg, &env);
-                }
+        let worker =
+            crate::worker::Worker::start("hook", QUEUE, move |env: Vec<(String, String)>| {
+                run_once(&cfg, &env)
             })?;
-        Ok(Hook {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+        Ok(Hook { worker })
     }
 
     /// Queues one run without waiting.
     pub fn send(&self, env: Vec<(String, String)>) {
-        if let Some(tx) = &self.tx {
-            if let Err(TrySendError::Full(_)) = tx.try_send(env) {
-                tracing::warn!("hook: {QUEUE} runs waiting; this one dropped");
-            }
-        }
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if !self.worker.offer(env) {
+            tracing::warn!("hook: {QUEUE} runs waiting; this one dropped");
         }
     }
 }

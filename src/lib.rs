@@ -41,6 +41,7 @@
 //! - [`relay`] — the gate relay: GPIO character device, pulsed off the verdict path.
 //! - [`hook`] — a local program run per routed verdict, verdict in its environment, timed out.
 //! - [`webhook`] — signed POSTs of verdicts to the business system, with timeout and retries.
+//! - [`worker`] — a bounded queue drained by one thread: outputs off the verdict path.
 //! - [`api`] — the local HTTP API (axum) and the status page; token, size and rate bounds.
 //! - [`tls`] — the rustls crypto provider (ring), installed once.
 //! - [`cli`] — the command line (`init`, `keygen`, `mint`, `verify`, `decode`, `run`,
@@ -91,3 +92,4 @@ pub mod tls;
 pub mod verdict;
 pub mod verifier;
 pub mod webhook;
+pub mod worker;

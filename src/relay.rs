@@ -3,7 +3,6 @@
 //! that a 500 ms pulse never delays reading the next code.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::time::Duration;
 
 /// A relay that can be pulsed (energised for a while, then released).
@@ -86,8 +85,8 @@ impl Relay for CdevRelay {
 /// Pulses a relay from its own thread; accepted verdicts queue pulses without waiting.
 #[derive(Debug)]
 pub struct RelayOutput {
-    tx: SyncSender<Duration>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping it finishes the queued pulses.
+    worker: crate::worker::Worker<Duration>,
 }
 
 /// Pulses that may wait behind one in progress (a queue of people at a turnstile).
@@ -95,46 +94,22 @@ const PULSE_QUEUE: usize = 8;
 
 impl RelayOutput {
     pub fn start(mut relay: Box<dyn Relay>) -> std::io::Result<RelayOutput> {
-        let (tx, rx) = sync_channel::<Duration>(PULSE_QUEUE);
         let name = relay.describe();
-        let thread = std::thread::Builder::new()
-            .name("relay".into())
-            .spawn(move || {
-                for length in rx {
-                    if let Err(e) = relay.pulse(length) {
-                        tracing::error!(relay = %name, error = %e, "relay: pulse failed; gate did not open");
-                    }
-                }
-            })?;
-        Ok(RelayOutput {
-            tx,
-            thread: Some(thread),
-        })
+        let worker = crate::worker::Worker::start("relay", PULSE_QUEUE, move |length| {
+            if let Err(e) = relay.pulse(length) {
+                tracing::error!(relay = %name, error = %e, "relay: pulse failed; gate did not open");
+            }
+        })?;
+        Ok(RelayOutput { worker })
     }
 
     /// Queues a pulse; false (and an error log) when the queue is full.
     pub fn open(&self, length: Duration) -> bool {
-        match self.tx.try_send(length) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                tracing::error!(
-                    "relay: {PULSE_QUEUE} pulses already waiting; this opening dropped"
-                );
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => false,
+        let queued = self.worker.offer(length);
+        if !queued {
+            tracing::error!("relay: {PULSE_QUEUE} pulses already waiting (or the relay thread is gone); this opening dropped");
         }
-    }
-}
-
-impl Drop for RelayOutput {
-    fn drop(&mut self) {
-        // Closing the channel lets the thread finish queued pulses and end.
-        let (dead, _) = sync_channel(0);
-        drop(std::mem::replace(&mut self.tx, dead));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        queued
     }
 }
 

@@ -6,7 +6,6 @@
 //! `X-Yima-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,8 +47,8 @@ pub struct WebhookStats {
 /// The delivery thread's handle.
 #[derive(Debug)]
 pub struct Webhook {
-    tx: Option<SyncSender<Vec<u8>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping it finishes what is queued (bounded by timeout × retries each).
+    worker: crate::worker::Worker<Vec<u8>>,
     pub stats: Arc<WebhookStats>,
 }
 
@@ -70,43 +69,24 @@ impl Webhook {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .build()?;
-        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let stats = Arc::new(WebhookStats::default());
         let st = stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("webhook".into())
-            .spawn(move || {
-                for body in rx {
-                    if deliver(&client, &cfg, &body) {
-                        st.delivered.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        st.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })?;
-        Ok(Webhook {
-            tx: Some(tx),
-            thread: Some(thread),
-            stats,
-        })
+        let worker = crate::worker::Worker::start("webhook", QUEUE, move |body: Vec<u8>| {
+            let counter = if deliver(&client, &cfg, &body) {
+                &st.delivered
+            } else {
+                &st.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        })?;
+        Ok(Webhook { worker, stats })
     }
 
     /// Queues one delivery without waiting.
     pub fn send(&self, body: Vec<u8>) {
-        let Some(tx) = &self.tx else { return };
-        if let Err(TrySendError::Full(_)) = tx.try_send(body) {
+        if !self.worker.offer(body) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("webhook: {QUEUE} deliveries waiting; this one dropped");
-        }
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        // Finish what is queued (bounded by timeout × retries each), then stop.
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
