@@ -56,19 +56,38 @@ def text_of(cose_bytes):
 
 
 def sm2_keypair():
+    """A key pair whose gmssl arithmetic is sound: gmssl 3.2.2's point routines fail for some
+    scalars (a None point, or a wrong public key, about 1 key in 50), so a key is kept only if
+    it signs and verifies a probe with gmssl itself."""
     n = int(sm2.default_ecc_table["n"], 16)
-    d = secrets.randbelow(n - 2) + 1
-    d_hex = "%064x" % d
-    pub_hex = sm2.CryptSM2(private_key=d_hex, public_key="")._kg(d, sm2.default_ecc_table["g"])
-    return d_hex, pub_hex
+    for _ in range(20):
+        d = secrets.randbelow(n - 2) + 1
+        d_hex = "%064x" % d
+        try:
+            pub_hex = sm2.CryptSM2(private_key=d_hex, public_key="")._kg(d, sm2.default_ecc_table["g"])
+            if not pub_hex or len(pub_hex) != 128:
+                continue
+            probe = secrets.token_bytes(32)
+            sig = sm2.CryptSM2(private_key=d_hex, public_key=pub_hex).sign_with_sm3(probe)
+            if sig and sm2.CryptSM2(private_key="", public_key=pub_hex).verify_with_sm3(sig, probe):
+                return d_hex, pub_hex
+        except TypeError:
+            continue
+    raise RuntimeError("gmssl could not make a sound SM2 key in 20 tries")
 
 
 def sm2_sign(d_hex, pub_hex, data):
+    """Signs; retried with a fresh nonce when gmssl's arithmetic fails for one (see above)."""
     signer = sm2.CryptSM2(private_key=d_hex, public_key=pub_hex)
-    while True:
-        sig = signer.sign_with_sm3(data)
-        if sig:
-            return bytes.fromhex(sig)
+    verifier = sm2.CryptSM2(private_key="", public_key=pub_hex)
+    for _ in range(20):
+        try:
+            sig = signer.sign_with_sm3(data)
+            if sig and verifier.verify_with_sm3(sig, data):
+                return bytes.fromhex(sig)
+        except TypeError:
+            continue
+    raise RuntimeError("gmssl could not sign in 20 tries")
 
 
 def sig_structure(protected, payload):
