@@ -2,6 +2,7 @@
 //! returns only once its record (and replay tag) is durable. Everything that opens a gate goes
 //! through [`Checkpoint::check`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -78,6 +79,8 @@ pub struct Checkpoint {
     store: Store,
     clock: Arc<dyn Clock>,
     trust: RwLock<Arc<crate::policy::TrustState>>,
+    /// Most records allowed to wait for the platform; 0 = no quota.
+    backlog_limit: AtomicU64,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -94,7 +97,15 @@ impl Checkpoint {
             store,
             clock,
             trust: RwLock::new(Arc::new(trust)),
+            backlog_limit: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the backlog quota (records waiting for the platform; 0 = none). At the quota every
+    /// check fails with [`StoreError::BacklogFull`] — the gate stays shut and shows why — and
+    /// nothing already recorded is ever dropped to make room.
+    pub fn set_backlog_limit(&self, limit: u64) {
+        self.backlog_limit.store(limit, Ordering::Relaxed);
     }
 
     /// The trust state in force (a cheap snapshot).
@@ -134,7 +145,20 @@ impl Checkpoint {
         at: VerifyTime,
         floor: Option<i64>,
     ) -> Result<Checked, StoreError> {
-        let staged = self.stage(text, at, floor)?;
+        let staged = self.stage(text, at, floor, None)?;
+        self.store.wait_durable(staged.record.seq)?;
+        Ok(staged)
+    }
+
+    /// Verifies `text` now, combined with the platform decode engine's answer (both are
+    /// recorded; see [`verifier::with_online_answer`]).
+    pub fn check_with_online(
+        &self,
+        text: &str,
+        online: Option<Reason>,
+    ) -> Result<Checked, StoreError> {
+        let at = self.clock.now();
+        let staged = self.stage(text, at, self.clock.floor_ms(), online)?;
         self.store.wait_durable(staged.record.seq)?;
         Ok(staged)
     }
@@ -144,12 +168,12 @@ impl Checkpoint {
     /// Lets a reader thread go on verifying while earlier records commit.
     pub fn check_staged(&self, text: &str) -> Result<Checked, StoreError> {
         let at = self.clock.now();
-        self.stage(text, at, self.clock.floor_ms())
+        self.stage(text, at, self.clock.floor_ms(), None)
     }
 
     /// [`Checkpoint::check_staged`] at a supplied time.
     pub fn check_staged_at(&self, text: &str, at: VerifyTime) -> Result<Checked, StoreError> {
-        self.stage(text, at, None)
+        self.stage(text, at, None, None)
     }
 
     /// Blocks until the record `seq` (and every earlier one) is durable.
@@ -158,15 +182,29 @@ impl Checkpoint {
     }
 
     /// Parsing runs before the store's writer lock is taken.
-    fn stage(&self, text: &str, at: VerifyTime, floor: Option<i64>) -> Result<Checked, StoreError> {
+    fn stage(
+        &self,
+        text: &str,
+        at: VerifyTime,
+        floor: Option<i64>,
+        online: Option<Reason>,
+    ) -> Result<Checked, StoreError> {
+        let limit = self.backlog_limit.load(Ordering::Relaxed);
+        if limit > 0 {
+            let backlog = self.store.backlog();
+            if backlog >= limit {
+                return Err(StoreError::BacklogFull { backlog, limit });
+            }
+        }
         let trust = self.trust();
         let parsed = code::parse(text);
-        let (verification, record) =
-            self.store
-                .verify_and_stage(at, floor, |view| match parsed {
-                    Ok(p) => verifier::verify_parsed(p, at, &trust, view),
-                    Err(e) => verifier::verify_malformed(e),
-                })?;
+        let (verification, record) = self.store.verify_and_stage(at, floor, |view| {
+            let local = match parsed {
+                Ok(p) => verifier::verify_parsed(p, at, &trust, view),
+                Err(e) => verifier::verify_malformed(e),
+            };
+            verifier::with_online_answer(local, online)
+        })?;
         Ok(Checked {
             verification,
             record,

@@ -40,6 +40,8 @@ pub trait Clock: Send + Sync {
     fn floor_ms(&self) -> Option<i64> {
         None
     }
+    /// The platform's time arrived in a signed bundle; clocks that can use it do.
+    fn anchor(&self, _platform_ms: i64) {}
 }
 
 /// A clock stopped at one moment (`verify --at`, audits, tests).
@@ -158,6 +160,10 @@ impl<S: TimeSource> TrustedClock<S> {
 }
 
 impl<S: TimeSource> Clock for TrustedClock<S> {
+    fn anchor(&self, platform_ms: i64) {
+        TrustedClock::anchor(self, platform_ms);
+    }
+
     fn now(&self) -> VerifyTime {
         let wall = self.source.wall_ms();
         let mono = self.source.mono_ms();

@@ -46,7 +46,8 @@ pub struct Config {
     pub scenes: BTreeSet<String>,
     pub accept_unknown_static: bool,
     pub state_dir: PathBuf,
-    pub trust_file: PathBuf,
+    /// Local trust file; optional when the platform provides keys through bundles.
+    pub trust_file: Option<PathBuf>,
     pub status_file: Option<PathBuf>,
     pub refresh_s: i64,
     pub skew_s: i64,
@@ -60,6 +61,22 @@ pub struct Config {
     pub webhook: Option<WebhookSettings>,
     pub hook: Option<crate::hook::HookConfig>,
     pub rules: Vec<crate::rules::Rule>,
+    pub platform: Option<PlatformConfig>,
+}
+
+/// The central platform this gate syncs with (`[platform]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformConfig {
+    /// `https://host:port` of the platform's sync API (used by `yima-gate enroll`).
+    pub url: String,
+    /// Records per push.
+    pub batch: usize,
+    /// Waiting records at which the gate fails closed (`backlog_full`); 0 = no quota.
+    pub max_backlog: u64,
+    /// Longest wait for the platform's online decode before local verification decides.
+    pub online_timeout_ms: u64,
+    /// Overrides the platform's sync interval, seconds.
+    pub interval_s: Option<u64>,
 }
 
 /// The business webhook (the secret is read from `secret_file`, mode 0600).
@@ -106,7 +123,9 @@ pub enum SourceConfig {
 #[serde(deny_unknown_fields)]
 struct Raw {
     terminal: RawTerminal,
+    #[serde(default)]
     trust: RawTrust,
+    platform: Option<RawPlatform>,
     #[serde(default)]
     clock: RawClock,
     #[serde(default, rename = "source")]
@@ -189,10 +208,43 @@ fn default_state_dir() -> PathBuf {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTrust {
-    keys: PathBuf,
+    keys: Option<PathBuf>,
     status: Option<PathBuf>,
     #[serde(default = "default_refresh")]
     refresh_s: i64,
+}
+
+impl Default for RawTrust {
+    fn default() -> Self {
+        RawTrust {
+            keys: None,
+            status: None,
+            refresh_s: DEFAULT_REFRESH_S,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    url: String,
+    #[serde(default = "default_batch")]
+    batch: usize,
+    #[serde(default = "default_max_backlog")]
+    max_backlog: u64,
+    #[serde(default = "default_online_timeout")]
+    online_timeout_ms: u64,
+    interval_s: Option<u64>,
+}
+
+fn default_batch() -> usize {
+    1000
+}
+fn default_max_backlog() -> u64 {
+    2_000_000
+}
+fn default_online_timeout() -> u64 {
+    300
 }
 
 fn default_refresh() -> i64 {
@@ -366,12 +418,40 @@ impl Config {
                 format!("must be 0..={MAX_SKEW_S} seconds (the spec's limit)"),
             );
         }
-        if !raw.trust.keys.exists() {
-            bad(
+        match (&raw.trust.keys, &raw.platform) {
+            (Some(keys), _) if !keys.exists() => {
+                bad("trust.keys", format!("{} does not exist", keys.display()))
+            }
+            (None, None) => bad(
                 "trust.keys",
-                format!("{} does not exist", raw.trust.keys.display()),
-            );
+                "required unless a [platform] provides keys through bundles".into(),
+            ),
+            _ => {}
         }
+        let platform = raw.platform.map(|p| {
+            if !p.url.starts_with("https://") {
+                bad("platform.url", "must be an https:// URL".into());
+            }
+            if !(1..=crate::sync::wire::MAX_BATCH).contains(&p.batch) {
+                bad(
+                    "platform.batch",
+                    format!("must be 1..={}", crate::sync::wire::MAX_BATCH),
+                );
+            }
+            if !(10..=10_000).contains(&p.online_timeout_ms) {
+                bad("platform.online_timeout_ms", "must be 10..=10000".into());
+            }
+            if p.interval_s.is_some_and(|i| !(1..=3600).contains(&i)) {
+                bad("platform.interval_s", "must be 1..=3600".into());
+            }
+            PlatformConfig {
+                url: p.url,
+                batch: p.batch,
+                max_backlog: p.max_backlog,
+                online_timeout_ms: p.online_timeout_ms,
+                interval_s: p.interval_s,
+            }
+        });
         if let Some(s) = &raw.trust.status {
             if !s.exists() {
                 bad("trust.status", format!("{} does not exist", s.display()));
@@ -558,6 +638,7 @@ impl Config {
             sources,
             hold_off_ms: raw.decode.hold_off_ms,
             decode_budget_ms: raw.decode.budget_ms,
+            platform,
             api_listen,
             api_token_file: raw.api.token_file,
             relay,

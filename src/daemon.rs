@@ -29,8 +29,12 @@ use crate::clock::{wall_clock_ms, SystemTimeSource, TrustedClock};
 use crate::config::{Config, SourceConfig};
 use crate::decode::{Decoder, DecoderConfig};
 use crate::presentation::Presentations;
-use crate::store::{Create, Store};
+use crate::store::{Create, Store, StoreError};
+use crate::sync::{Enrollment, SyncOptions, Syncer};
 use crate::verdict::Reason;
+
+/// Shown at the gate when the backlog quota is reached (reason code `backlog_full`).
+pub const BACKLOG_FULL_MESSAGE: &str = "终端存储已满，请联系管理员";
 
 /// Presented codes waiting for verification; the capture side blocks when it is full.
 const PRESENTED_QUEUE: usize = 64;
@@ -55,6 +59,8 @@ pub struct Counters {
     pub presentations: AtomicU64,
     pub verified: AtomicU64,
     pub accepted: AtomicU64,
+    /// Codes refused without a record because the backlog quota was reached.
+    pub backlog_full: AtomicU64,
     /// Verdicts by reason, indexed like `Reason::ALL`.
     pub by_reason: [AtomicU64; Reason::ALL.len()],
     /// The latest verdicts, newest first (status page feed).
@@ -222,7 +228,7 @@ pub struct Pipeline {
 /// Opens the store and trust state named by `cfg` and builds the checkpoint.
 pub fn checkpoint_from(cfg: &Config) -> anyhow::Result<Checkpoint> {
     let trust = crate::policy::load_trust(
-        &cfg.trust_file,
+        cfg.trust_file.as_deref(),
         cfg.status_file.as_deref(),
         crate::policy::Terminal {
             authorized: true,
@@ -244,6 +250,29 @@ pub fn checkpoint_from(cfg: &Config) -> anyhow::Result<Checkpoint> {
         cfg.skew_s * 1000,
     );
     Ok(Checkpoint::new(store, Arc::new(clock), trust))
+}
+
+/// The sync client for `cfg`'s `[platform]` (defaults when the section is absent).
+pub fn syncer_for(
+    cfg: &Config,
+    checkpoint: Arc<Checkpoint>,
+    enrollment: Enrollment,
+) -> anyhow::Result<Arc<Syncer>> {
+    let mut opts = SyncOptions::default();
+    if let Some(p) = &cfg.platform {
+        opts.batch = p.batch;
+        opts.max_backlog = p.max_backlog;
+        opts.online_timeout = Duration::from_millis(p.online_timeout_ms);
+        opts.interval = p.interval_s.map(Duration::from_secs);
+    }
+    if enrollment.terminal_id != cfg.terminal_id {
+        anyhow::bail!(
+            "enrolled as terminal {} but configured as {}",
+            enrollment.terminal_id,
+            cfg.terminal_id
+        );
+    }
+    Ok(Arc::new(Syncer::new(checkpoint, enrollment, opts)?))
 }
 
 type Factory = Box<dyn FnOnce() -> Result<Box<dyn Source>, String> + Send>;
@@ -303,6 +332,7 @@ impl Pipeline {
         cfg: &Config,
         checkpoint: Arc<Checkpoint>,
         mut outputs: Vec<Box<dyn Output>>,
+        syncer: Option<Arc<Syncer>>,
     ) -> anyhow::Result<Pipeline> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
@@ -351,7 +381,7 @@ impl Pipeline {
         let verify = std::thread::Builder::new().name("verify".into()).spawn({
             let counters = counters.clone();
             let stop = stop.clone();
-            move || verify_loop(presented_rx, verdict_tx, checkpoint, counters, stop)
+            move || verify_loop(presented_rx, verdict_tx, checkpoint, syncer, counters, stop)
         })?;
         let act = std::thread::Builder::new()
             .name("act".into())
@@ -508,6 +538,7 @@ fn verify_loop(
     rx: Receiver<Presented>,
     tx: SyncSender<(Checked, Arc<str>)>,
     checkpoint: Arc<Checkpoint>,
+    syncer: Option<Arc<Syncer>>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
@@ -519,12 +550,25 @@ fn verify_loop(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        match checkpoint.check(&p.text) {
+        let online = syncer.as_ref().and_then(|s| s.online_answer(&p.text));
+        match checkpoint.check_with_online(&p.text, online) {
             Ok(checked) => {
                 counters.verdict(&checked);
                 if tx.send((checked, p.source)).is_err() {
                     break;
                 }
+            }
+            // Fail closed at the quota: shown at the gate, counted, nothing dropped.
+            Err(e @ StoreError::BacklogFull { .. }) => {
+                counters.backlog_full.fetch_add(1, Ordering::Relaxed);
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "source": &*p.source,
+                        "refused": { "reason": "backlog_full", "message": BACKLOG_FULL_MESSAGE },
+                    })
+                );
+                tracing::error!(error = %e, "backlog quota reached; gate stays shut until the platform takes records");
             }
             // The store failed: nothing was acknowledged, the gate stays shut. Keep going;
             // the store refuses every later write too, so this is loud and visible.
@@ -567,7 +611,16 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
             tokio::net::TcpListener::from_std(std_listener)?,
         )
     };
-    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), outputs)?;
+    let syncer = match (&cfg.platform, Enrollment::load(&cfg.state_dir)?) {
+        (Some(_), Some(enrollment)) => Some(syncer_for(&cfg, checkpoint.clone(), enrollment)?),
+        (Some(p), None) => {
+            tracing::warn!(platform = %p.url, "not enrolled: running on local trust files only (yima-gate enroll)");
+            None
+        }
+        (None, _) => None,
+    };
+    let sync_thread = syncer.as_ref().map(|s| s.spawn()).transpose()?;
+    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), outputs, syncer.clone())?;
     let ready = Arc::new(AtomicBool::new(true));
     let api_state = Arc::new(crate::api::ApiState {
         terminal: cfg.terminal_id.clone(),
@@ -577,6 +630,7 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
         ready: ready.clone(),
         token: crate::api::load_or_create_token(cfg.api_token_file.as_deref(), &cfg.state_dir)?,
         rate: Mutex::new(crate::api::RateLimit::new(100, 50)),
+        syncer: syncer.clone(),
     });
     runtime.block_on(async {
         use sd_notify::NotifyState;
@@ -619,6 +673,11 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     })?;
     let counters = pipeline.counters.clone();
     pipeline.shutdown();
+    if let (Some(s), Some(t)) = (&syncer, sync_thread) {
+        // Records not pushed yet are durable in the store; the next start pushes them.
+        s.stop();
+        let _ = t.join();
+    }
     tracing::info!(
         verified = counters.verified.load(Ordering::Relaxed),
         accepted = counters.accepted.load(Ordering::Relaxed),

@@ -178,6 +178,9 @@ pub struct TrustState {
     pub services: ServiceStates,
     pub terminal: Terminal,
     pub settings: Settings,
+    /// After this verification time (ms) the state is too old to vouch for: every code is
+    /// refused with `policy_stale`. `None` for local trust files, which do not age.
+    pub valid_until_ms: Option<i64>,
 }
 
 /// The status file `yima-gate verify --status` reads (a local stand-in for the platform's
@@ -236,13 +239,16 @@ impl StatusFile {
 /// Builds a trust state from the trust file (keys) and an optional status file — the files a
 /// terminal keeps until signed platform bundles replace them.
 pub fn load_trust(
-    keys: &Path,
+    keys: Option<&Path>,
     status: Option<&Path>,
     terminal: Terminal,
     settings: Settings,
 ) -> anyhow::Result<TrustState> {
     let mut trust = TrustState {
-        keys: KeyRing::load(keys)?,
+        keys: match keys {
+            Some(path) => KeyRing::load(path)?,
+            None => KeyRing::default(),
+        },
         terminal,
         settings,
         ..TrustState::default()

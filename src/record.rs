@@ -19,6 +19,9 @@ pub struct Record {
     pub at_ms: i64,
     pub clock_trusted: bool,
     pub reason: Reason,
+    /// The platform decode engine's answer, when it was asked (`reason` is the stricter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_reason: Option<Reason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<CodeKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +52,7 @@ impl Record {
             at_ms: at.unix_ms,
             clock_trusted: at.trusted,
             reason: v.verdict.reason,
+            online_reason: v.online_reason,
             kind: facts.map(|f| f.kind),
             service: facts.map(|f| f.service.clone()),
             scene: facts.and_then(|f| f.scene.clone()),

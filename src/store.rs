@@ -33,7 +33,18 @@
 //!                 "hash_key"              → 32 random bytes (RecordHasher)
 //!                 "clock_floor_ms"        → i64 BE, the live clock's floor at the last record
 //!                 "guard_from_ms"         → i64 BE; i64::MIN = pending (set at first trusted time)
+//!                 "store_id"              → 16 random bytes, hex: this store generation's name
+//!                 "synced_through"        → u64 BE, the platform's committed cursor
+//!                 "policy"                → the platform policy cache (sync::bundle), JSON
 //! ```
+//!
+//! # Sync (records leave the terminal exactly once)
+//! Records with `seq` in `(synced_through, durable_seq]` are the backlog; only durable ones are
+//! offered (a record a crash could still take back must never reach the platform). The
+//! platform's cursor is persisted and fsynced **before** the records it covers are deleted; a
+//! crash in between leaves deleted-later records that are simply never offered again.
+//! `store_id` names the sequence space: a quarantined store's successor starts at seq 1 under
+//! a new id, so the platform never confuses the two.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -50,6 +61,9 @@ const K_NEXT_SEQ: &[u8] = b"next_seq";
 const K_HASH_KEY: &[u8] = b"hash_key";
 const K_CLOCK_FLOOR: &[u8] = b"clock_floor_ms";
 const K_GUARD: &[u8] = b"guard_from_ms";
+const K_STORE_ID: &[u8] = b"store_id";
+const K_SYNCED: &[u8] = b"synced_through";
+const K_POLICY: &[u8] = b"policy";
 const GUARD_PENDING: i64 = i64::MIN;
 
 /// Records that make a full group-commit batch.
@@ -73,6 +87,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the storage engine panicked: {0}")]
     Panicked(String),
+    /// The backlog quota is reached (the platform has been unreachable for long): the terminal
+    /// fails closed rather than drop a record to make room.
+    #[error("backlog full: {backlog} records wait for the platform (quota {limit})")]
+    BacklogFull { backlog: u64, limit: u64 },
 }
 
 impl From<sled::Error> for StoreError {
@@ -145,6 +163,10 @@ pub struct Store {
     durability: Arc<Durability>,
     committer: Option<std::thread::JoinHandle<()>>,
     open_state: OpenState,
+    store_id: String,
+    /// The platform's cursor (mirrors meta `synced_through`); changed only under `sync_lock`.
+    synced_through: AtomicU64,
+    sync_lock: Mutex<()>,
 }
 
 /// Group commit: writers publish the highest seq they wrote; one committer thread flushes
@@ -479,7 +501,22 @@ impl Store {
             .and_then(|(k, _)| be_u64(&k))
             .map_or(0, |s| s + 1);
         let stored_next = meta.get(K_NEXT_SEQ)?.and_then(|v| be_u64(&v));
-        let next_seq = stored_next.unwrap_or(1).max(last_record).max(1);
+        let synced_through = meta.get(K_SYNCED)?.and_then(|v| be_u64(&v)).unwrap_or(0);
+        // Synced records are deleted, so the cursor bounds the sequence from below too.
+        let next_seq = stored_next
+            .unwrap_or(1)
+            .max(last_record)
+            .max(synced_through + 1);
+        let store_id = match meta.get(K_STORE_ID)? {
+            Some(id) if !id.is_empty() => String::from_utf8_lossy(&id).into_owned(),
+            _ => {
+                let mut id = [0u8; 16];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+                let id = hex::encode(id);
+                meta.insert(K_STORE_ID, id.as_bytes())?;
+                id
+            }
+        };
         let mut guard_from_ms = meta.get(K_GUARD)?.and_then(|v| be_i64(&v));
         let damaged_meta = existed && stored_next.is_none() && last_record > 0;
         if matches!(
@@ -549,6 +586,9 @@ impl Store {
             durability,
             committer: Some(committer),
             open_state,
+            store_id,
+            synced_through: AtomicU64::new(synced_through),
+            sync_lock: Mutex::new(()),
         })
     }
 
@@ -721,6 +761,83 @@ impl Store {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// This store generation's name (the platform keys records by it and `seq`).
+    pub fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
+    /// The highest seq the platform has confirmed holding (every earlier one too).
+    pub fn synced_through(&self) -> u64 {
+        self.synced_through.load(Ordering::SeqCst)
+    }
+
+    /// Records written but not yet confirmed by the platform.
+    pub fn backlog(&self) -> u64 {
+        (self.next_seq() - 1).saturating_sub(self.synced_through())
+    }
+
+    /// Up to `limit` durable records the platform has not confirmed, oldest first.
+    pub fn unsynced(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let from = self.synced_through() + 1;
+        let durable = self.durable_seq();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for kv in self.records.range(from.to_be_bytes()..) {
+            let (k, v) = kv?;
+            if be_u64(&k).is_none_or(|seq| seq > durable) || out.len() >= limit {
+                break;
+            }
+            out.push(decode_record(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// Time of the oldest record still waiting for the platform.
+    pub fn oldest_unsynced_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.unsynced(1)?.first().map(|r| r.at_ms))
+    }
+
+    /// The platform holds every record up to `through`: persist that (fsynced), then delete
+    /// those records. A cursor behind the current one changes nothing; one beyond the durable
+    /// records is refused (the platform cannot hold what was never offered).
+    pub fn ack_synced(&self, through: u64) -> Result<usize, StoreError> {
+        let _sync = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let before = self.synced_through();
+        if through <= before {
+            return Ok(0);
+        }
+        if through > self.durable_seq() {
+            return Err(StoreError::Corrupt(format!(
+                "platform confirmed seq {through}, beyond the durable {}",
+                self.durable_seq()
+            )));
+        }
+        self.meta.insert(K_SYNCED, &through.to_be_bytes())?;
+        self.durability.sync()?;
+        self.synced_through.store(through, Ordering::SeqCst);
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self
+            .records
+            .range((before + 1).to_be_bytes()..=through.to_be_bytes())
+        {
+            batch.remove(kv?.0);
+            n += 1;
+        }
+        self.records.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Persists the platform policy cache (fsynced before this returns).
+    pub fn save_policy(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(K_POLICY, bytes)?;
+        self.durability.sync()
+    }
+
+    /// The persisted platform policy cache, if any.
+    pub fn load_policy(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(K_POLICY)?.map(|v| v.to_vec()))
     }
 }
 

@@ -46,11 +46,14 @@ pub enum Reason {
     /// before the store was (re)created may already have been used, so it is refused until
     /// one window has passed.
     ReplayGuardRecovering,
+    /// The newest policy bundle is older than the platform's maximum offline age: keys and
+    /// status lists can no longer be vouched for, so every code is refused until a sync.
+    PolicyStale,
 }
 
 impl Reason {
     /// Every reason, for tables, metrics and documentation.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Accepted,
         Reason::Malformed,
         Reason::UnknownKey,
@@ -68,6 +71,7 @@ impl Reason {
         Reason::TerminalNotAuthorized,
         Reason::ClockUntrusted,
         Reason::ReplayGuardRecovering,
+        Reason::PolicyStale,
     ];
 
     /// The stable machine-readable code, e.g. `expired`.
@@ -90,6 +94,7 @@ impl Reason {
             Reason::TerminalNotAuthorized => "terminal_not_authorized",
             Reason::ClockUntrusted => "clock_untrusted",
             Reason::ReplayGuardRecovering => "replay_guard_recovering",
+            Reason::PolicyStale => "policy_stale",
         }
     }
 
@@ -117,6 +122,7 @@ impl Reason {
             Reason::TerminalNotAuthorized => "终端未授权",
             Reason::ClockUntrusted => "终端时间不可信",
             Reason::ReplayGuardRecovering => "终端恢复中，请稍后重试",
+            Reason::PolicyStale => "终端策略已过期，请联系管理员",
         }
     }
 

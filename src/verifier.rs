@@ -2,7 +2,7 @@
 //! reads, no storage; every rule of the spec lives here and is table-tested.
 //!
 //! Rule order (the first failing rule decides): 1 structure (`malformed`) → terminal
-//! authorization → 2 key and signature → 7 clock trust (dynamic) → 3 time window → 6 service
+//! authorization → policy age (`policy_stale`) → 2 key and signature → 7 clock trust (dynamic) → 3 time window → 6 service
 //! and scene → 5 static-code status → 4 replay (dynamic). Replay is last so that a refused code
 //! never consumes its single use.
 
@@ -102,6 +102,8 @@ pub struct Verification {
     pub replay: Option<ReplayClaim>,
     /// Why the structure was refused (diagnostics only; the verdict says `malformed`).
     pub format_error: Option<FormatError>,
+    /// The platform decode engine's answer, when it was asked (see [`with_online_answer`]).
+    pub online_reason: Option<Reason>,
 }
 
 impl Verification {
@@ -112,6 +114,7 @@ impl Verification {
             facts: None,
             replay: None,
             format_error: Some(e),
+            online_reason: None,
         }
     }
 }
@@ -147,6 +150,7 @@ pub fn verify_parsed(
         facts: None,
         replay: None,
         format_error: None,
+        online_reason: None,
     };
     let reason = decide(&parsed, at, trust, replay, &mut out);
     out.verdict.reason = reason;
@@ -167,6 +171,9 @@ fn decide(
 
     if !trust.terminal.authorized {
         return Reason::TerminalNotAuthorized;
+    }
+    if trust.valid_until_ms.is_some_and(|until| now_ms > until) {
+        return Reason::PolicyStale;
     }
 
     // Rule 2: a key with this kid and alg, valid for this kind now, whose signature verifies.
@@ -263,6 +270,21 @@ fn decide(
             Reason::Accepted
         }
     }
+}
+
+/// Combines the local verification with the platform decode engine's answer (在线解码).
+/// Both are recorded; the stricter decides: a code the platform refuses (used at another
+/// gate, revoked minutes ago) is refused here with the platform's reason and keeps its
+/// single use; a code refused locally stays refused whatever the platform said.
+pub fn with_online_answer(mut v: Verification, online: Option<Reason>) -> Verification {
+    v.online_reason = online;
+    if let Some(reason) = online {
+        if v.verdict.accepted() && reason != Reason::Accepted {
+            v.verdict.reason = reason;
+            v.replay = None;
+        }
+    }
+    v
 }
 
 /// The scene this terminal accepts the code for: `Ok(None)` for an any-scene terminal,

@@ -78,6 +78,8 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     pub token: Zeroizing<Vec<u8>>,
     pub rate: Mutex<RateLimit>,
+    /// The platform sync client, when the gate is enrolled.
+    pub syncer: Option<Arc<crate::sync::Syncer>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -191,10 +193,28 @@ async fn verify(State(st): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes
         }
     };
     let cp = st.checkpoint.clone();
-    match tokio::task::spawn_blocking(move || cp.check(&text)).await {
+    let syncer = st.syncer.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let online = syncer.and_then(|s| s.online_answer(&text));
+        cp.check_with_online(&text, online)
+    })
+    .await;
+    match checked {
         Ok(Ok(checked)) => {
             st.counters.verdict(&checked);
             Json(checked.report()).into_response()
+        }
+        Ok(Err(crate::store::StoreError::BacklogFull { .. })) => {
+            st.counters.backlog_full.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({
+                    "accepted": false,
+                    "reason": "backlog_full",
+                    "message": crate::daemon::BACKLOG_FULL_MESSAGE,
+                })),
+            )
+                .into_response()
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "api: verification could not be recorded");
@@ -277,13 +297,15 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
         .map(|r| r.iter().cloned().collect::<Vec<_>>())
         .unwrap_or_default();
     let now = st.clock.now();
+    let sync = sync_summary(&st, now.unix_ms);
     Json(serde_json::json!({
         "terminal": st.terminal,
         "ready": st.ready.load(Ordering::SeqCst),
         "clock": { "trusted": now.trusted, "now_ms": now.unix_ms, "floor_ms": store.clock_floor_ms() },
         "store": {
             "open_state": format!("{:?}", store.open_state()),
-            "records": store.record_count(),
+            "backlog": store.backlog(),
+            "synced_through": store.synced_through(),
             "next_seq": store.next_seq(),
             "durable_seq": store.durable_seq(),
             "replay_tags": store.replay_tag_count(),
@@ -295,7 +317,9 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
             "static_codes": trust.statuses.len(),
             "refresh_s": trust.settings.refresh_s(),
             "skew_s": trust.settings.skew_s(),
+            "source": if st.syncer.is_some() { "platform bundle" } else { "local files" },
         },
+        "sync": sync,
         "counters": {
             "frames": c.frames.load(Ordering::Relaxed),
             "frames_dropped": c.frames_dropped.load(Ordering::Relaxed),
@@ -303,11 +327,42 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
             "presentations": c.presentations.load(Ordering::Relaxed),
             "verified": c.verified.load(Ordering::Relaxed),
             "accepted": c.accepted.load(Ordering::Relaxed),
+            "backlog_full_refusals": c.backlog_full.load(Ordering::Relaxed),
             "by_reason": by_reason,
         },
         "recent": recent,
     }))
     .into_response()
+}
+
+/// The sync section of the status: `null` when the gate is not enrolled.
+fn sync_summary(st: &ApiState, now_ms: i64) -> serde_json::Value {
+    let Some(syncer) = &st.syncer else {
+        return serde_json::Value::Null;
+    };
+    let s = &syncer.status;
+    let ms = |a: &std::sync::atomic::AtomicI64| {
+        let v = a.load(Ordering::Relaxed);
+        (v != 0).then_some(v)
+    };
+    let issued = ms(&s.bundle_issued_at_ms);
+    let until = ms(&s.policy_valid_until_ms);
+    let store = st.checkpoint.store();
+    serde_json::json!({
+        "terminal": syncer.terminal_id(),
+        "last_pull_ok_ms": ms(&s.last_pull_ok_ms),
+        "last_push_ok_ms": ms(&s.last_push_ok_ms),
+        "bundle_issued_at_ms": issued,
+        "policy_age_ms": issued.map(|i| now_ms - i),
+        "policy_valid_until_ms": until,
+        "policy_stale": until.is_some_and(|u| now_ms > u),
+        "backlog": store.backlog(),
+        "oldest_unsynced_ms": store.oldest_unsynced_ms().ok().flatten(),
+        "records_pushed": s.records_pushed.load(Ordering::Relaxed),
+        "conflicts": s.conflicts.load(Ordering::Relaxed),
+        "bundles_refused": s.bundles_refused.load(Ordering::Relaxed),
+        "last_error": s.last_error(),
+    })
 }
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
@@ -357,9 +412,9 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         );
     };
     gauge(
-        "yima_store_records",
-        "Verification records held.",
-        store.record_count() as u64,
+        "yima_sync_backlog_records",
+        "Verification records waiting for the platform.",
+        store.backlog(),
     );
     gauge(
         "yima_store_bytes",
@@ -391,6 +446,57 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         "1 when the pipeline verifies and records.",
         u64::from(st.ready.load(Ordering::SeqCst)),
     );
+    let now_ms = st.clock.now().unix_ms;
+    gauge(
+        "yima_backlog_full_refusals",
+        "Codes refused unrecorded because the backlog quota was reached.",
+        c.backlog_full.load(Ordering::Relaxed),
+    );
+    if let Some(syncer) = &st.syncer {
+        let s = &syncer.status;
+        let secs = |v: i64| u64::try_from(v / 1000).unwrap_or(0);
+        let oldest = store.oldest_unsynced_ms().ok().flatten();
+        gauge(
+            "yima_sync_oldest_record_age_seconds",
+            "Age of the oldest record waiting for the platform.",
+            oldest.map_or(0, |o| secs(now_ms - o)),
+        );
+        gauge(
+            "yima_sync_last_pull_timestamp_seconds",
+            "Last successful bundle pull.",
+            secs(s.last_pull_ok_ms.load(Ordering::Relaxed)),
+        );
+        gauge(
+            "yima_sync_last_push_timestamp_seconds",
+            "Last successful record push.",
+            secs(s.last_push_ok_ms.load(Ordering::Relaxed)),
+        );
+        let issued = s.bundle_issued_at_ms.load(Ordering::Relaxed);
+        gauge(
+            "yima_policy_age_seconds",
+            "Age of the policy bundle in force (keys, status list, settings).",
+            if issued == 0 {
+                0
+            } else {
+                secs(now_ms - issued)
+            },
+        );
+        gauge(
+            "yima_policy_stale",
+            "1 when the policy is older than the platform's maximum offline age (fail closed).",
+            u64::from(issued != 0 && now_ms > s.policy_valid_until_ms.load(Ordering::Relaxed)),
+        );
+        gauge(
+            "yima_sync_records_pushed",
+            "Records the platform confirmed since start.",
+            s.records_pushed.load(Ordering::Relaxed),
+        );
+        gauge(
+            "yima_sync_conflicts",
+            "Batches the platform refused as conflicting (409).",
+            s.conflicts.load(Ordering::Relaxed),
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -1,0 +1,304 @@
+//! The reference platform's admin API (JSON over HTTP, admin bearer token): keys and rotation,
+//! services and emergency stop, dynamic codes (生码/亮码), static codes (register, apply, enable,
+//! disable, report lost, change info, replace, cancel, query), terminals (authorize, revoke),
+//! settings, records and the dashboard statistics.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::db::PlatformError;
+use super::{error, platform_error, Fault, PlatformState};
+use crate::keys::Alg;
+use crate::policy::StaticState;
+use crate::sync::wire::PlatformSettings;
+use crate::verdict::{AccessMode, CodeKind};
+
+pub fn router(state: Arc<PlatformState>) -> Router {
+    Router::new()
+        .route("/admin/v1/keys", get(list_keys).post(create_key))
+        .route("/admin/v1/keys/rotate", post(rotate_key))
+        .route("/admin/v1/keys/{kid}/retire", post(retire_key))
+        .route(
+            "/admin/v1/services",
+            get(list_services).post(register_service),
+        )
+        .route("/admin/v1/services/{code}/stop", post(stop_service))
+        .route("/admin/v1/services/{code}/resume", post(resume_service))
+        .route("/admin/v1/codes/dynamic", post(mint_dynamic))
+        .route("/admin/v1/static", post(register_static))
+        .route("/admin/v1/static/{cat}/{sn}", get(query_static))
+        .route("/admin/v1/static/{cat}/{sn}/{action}", post(static_action))
+        .route(
+            "/admin/v1/terminals",
+            get(list_terminals).post(create_terminal),
+        )
+        .route("/admin/v1/terminals/{id}/revoke", post(revoke_terminal))
+        .route(
+            "/admin/v1/terminals/{id}/authorize",
+            post(authorize_terminal),
+        )
+        .route("/admin/v1/settings", get(get_settings).put(put_settings))
+        .route("/admin/v1/records", get(records))
+        .route("/admin/v1/stats", get(stats))
+        .route("/admin/v1/faults", post(faults))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+async fn authorize(State(st): State<Arc<PlatformState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(given.as_bytes().ct_eq(st.admin_token.as_bytes())) {
+        return error(StatusCode::UNAUTHORIZED, "admin token required");
+    }
+    next.run(req).await
+}
+
+/// Runs a blocking database call off the async workers and renders its result.
+async fn blocking<T, F>(st: &Arc<PlatformState>, f: F) -> Response
+where
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce(&PlatformState) -> Result<T, PlatformError> + Send + 'static,
+{
+    let st = st.clone();
+    match tokio::task::spawn_blocking(move || f(&st)).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => platform_error(e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NewKey {
+    alg: String,
+    kinds: Vec<CodeKind>,
+    #[serde(default = "default_days")]
+    days: i64,
+}
+
+fn default_days() -> i64 {
+    365
+}
+
+async fn list_keys(State(st): State<Arc<PlatformState>>) -> Response {
+    blocking(&st, |s| s.db.list_keys()).await
+}
+
+async fn create_key(State(st): State<Arc<PlatformState>>, Json(k): Json<NewKey>) -> Response {
+    let alg = match Alg::parse(&k.alg) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    blocking(&st, move |s| {
+        s.db.create_key(alg, &k.kinds, k.days)
+            .map(|kid| serde_json::json!({ "kid": kid }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct Rotate {
+    kind: CodeKind,
+}
+
+async fn rotate_key(State(st): State<Arc<PlatformState>>, Json(r): Json<Rotate>) -> Response {
+    blocking(&st, move |s| {
+        s.db.rotate_key(r.kind)
+            .map(|kid| serde_json::json!({ "kid": kid }))
+    })
+    .await
+}
+
+async fn retire_key(State(st): State<Arc<PlatformState>>, Path(kid): Path<String>) -> Response {
+    blocking(&st, move |s| s.db.retire_key(&kid)).await
+}
+
+#[derive(Debug, Deserialize)]
+struct NewService {
+    code: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn list_services(State(st): State<Arc<PlatformState>>) -> Response {
+    blocking(&st, |s| s.db.services()).await
+}
+
+async fn register_service(
+    State(st): State<Arc<PlatformState>>,
+    Json(n): Json<NewService>,
+) -> Response {
+    blocking(&st, move |s| s.db.register_service(&n.code, &n.name)).await
+}
+
+async fn stop_service(State(st): State<Arc<PlatformState>>, Path(code): Path<String>) -> Response {
+    blocking(&st, move |s| s.db.set_service_suspended(&code, true)).await
+}
+
+async fn resume_service(
+    State(st): State<Arc<PlatformState>>,
+    Path(code): Path<String>,
+) -> Response {
+    blocking(&st, move |s| s.db.set_service_suspended(&code, false)).await
+}
+
+#[derive(Debug, Deserialize)]
+struct MintDynamic {
+    user: String,
+    service: String,
+    #[serde(default)]
+    scenes: Option<Vec<String>>,
+    #[serde(default)]
+    mode: Option<AccessMode>,
+    /// Issue time, seconds (default now): lets a demo show an expired code.
+    #[serde(default)]
+    iat: Option<i64>,
+}
+
+async fn mint_dynamic(
+    State(st): State<Arc<PlatformState>>,
+    Json(m): Json<MintDynamic>,
+) -> Response {
+    blocking(&st, move |s| {
+        s.db.mint_dynamic(&m.user, &m.service, m.scenes, m.mode, m.iat)
+            .map(|code| serde_json::json!({ "code": code }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct RegisterStatic {
+    cat: String,
+    sn: String,
+    user: String,
+    service: String,
+}
+
+async fn register_static(
+    State(st): State<Arc<PlatformState>>,
+    Json(r): Json<RegisterStatic>,
+) -> Response {
+    blocking(&st, move |s| {
+        s.db.register_static(&r.cat, &r.sn, &r.user, &r.service)
+    })
+    .await
+}
+
+async fn query_static(
+    State(st): State<Arc<PlatformState>>,
+    Path((cat, sn)): Path<(String, String)>,
+) -> Response {
+    blocking(&st, move |s| s.db.query_static(&cat, &sn)).await
+}
+
+/// `apply` (申领: the code text), `enable`, `disable`, `lost` (挂失), `change` (信息变更),
+/// `replace` (换码), `cancel` (注销).
+async fn static_action(
+    State(st): State<Arc<PlatformState>>,
+    Path((cat, sn, action)): Path<(String, String, String)>,
+) -> Response {
+    blocking(&st, move |s| {
+        let db = &s.db;
+        let state = |st: StaticState| {
+            db.set_static_state(&cat, &sn, st)
+                .map(|r| serde_json::json!(r))
+        };
+        match action.as_str() {
+            "apply" => db
+                .apply_static(&cat, &sn)
+                .map(|code| serde_json::json!({ "code": code })),
+            "enable" => state(StaticState::Enabled),
+            "disable" => state(StaticState::Disabled),
+            "lost" => state(StaticState::Lost),
+            "cancel" => state(StaticState::Cancelled),
+            "change" | "replace" => db
+                .bump_static_version(&cat, &sn)
+                .map(|r| serde_json::json!(r)),
+            other => Err(PlatformError::NotFound(format!("action {other}"))),
+        }
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct NewTerminal {
+    id: String,
+    #[serde(default)]
+    scenes: Vec<String>,
+    #[serde(default)]
+    accept_unknown_static: bool,
+}
+
+async fn list_terminals(State(st): State<Arc<PlatformState>>) -> Response {
+    blocking(&st, |s| s.db.terminals()).await
+}
+
+async fn create_terminal(
+    State(st): State<Arc<PlatformState>>,
+    Json(t): Json<NewTerminal>,
+) -> Response {
+    blocking(&st, move |s| {
+        s.db.create_terminal(&t.id, t.scenes, t.accept_unknown_static)
+            .map(|token| serde_json::json!({ "terminal_id": t.id, "enrollment_token": token }))
+    })
+    .await
+}
+
+async fn revoke_terminal(State(st): State<Arc<PlatformState>>, Path(id): Path<String>) -> Response {
+    blocking(&st, move |s| s.db.set_terminal_authorized(&id, false)).await
+}
+
+async fn authorize_terminal(
+    State(st): State<Arc<PlatformState>>,
+    Path(id): Path<String>,
+) -> Response {
+    blocking(&st, move |s| s.db.set_terminal_authorized(&id, true)).await
+}
+
+async fn get_settings(State(st): State<Arc<PlatformState>>) -> Response {
+    blocking(&st, |s| s.db.settings()).await
+}
+
+async fn put_settings(
+    State(st): State<Arc<PlatformState>>,
+    Json(settings): Json<PlatformSettings>,
+) -> Response {
+    blocking(&st, move |s| s.db.set_settings(&settings)).await
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordsQuery {
+    terminal: String,
+}
+
+async fn records(State(st): State<Arc<PlatformState>>, Query(q): Query<RecordsQuery>) -> Response {
+    blocking(&st, move |s| {
+        s.db.records_of(&q.terminal).map(|v| {
+            v.into_iter()
+                .map(|(store, r)| serde_json::json!({ "store_id": store, "record": r }))
+                .collect::<Vec<_>>()
+        })
+    })
+    .await
+}
+
+async fn stats(State(st): State<Arc<PlatformState>>) -> Response {
+    blocking(&st, |s| s.db.stats()).await
+}
+
+async fn faults(State(st): State<Arc<PlatformState>>, Json(f): Json<Vec<Fault>>) -> Response {
+    st.faults.arm(&f);
+    Json(serde_json::json!({ "armed": f.len() })).into_response()
+}

@@ -1,0 +1,670 @@
+//! The gateway's side of the platform conversation (`ym-sync/1`): enrollment, policy-bundle
+//! pulls, record pushes and online decode, run by one sync thread beside the pipeline.
+//!
+//! # Design constraints
+//! - **Never on the gate's path.** The sync thread only reads durable records and swaps the
+//!   trust state; a slow or dead platform changes nothing for a presented code (online decode,
+//!   when enabled, is bounded by its own short timeout and then local verification decides).
+//! - **Exactly once.** Records go in contiguous batches named `<store_id>:<first>-<last>`; the
+//!   platform stores each (terminal, store, seq) once and answers its committed cursor; the store
+//!   persists that cursor before deleting what it covers (`store` module doc).
+//! - **Fail closed when stale.** The trust state built from a bundle expires `max_offline_s`
+//!   after the platform issued it (`policy_stale`); a forged, foreign or older bundle is refused
+//!   and changes nothing.
+//! - **Bounded backlog.** At `max_backlog` waiting records the checkpoint refuses to verify
+//!   (`StoreError::BacklogFull`, shown at the gate); no record is ever dropped to make room.
+//! - Retries back off exponentially (1 s → 5 min) with ±20 % jitter, so a thousand gates coming
+//!   back after an outage do not arrive in step.
+
+pub mod bundle;
+pub mod wire;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::checkpoint::Checkpoint;
+use crate::keys::VerifyingKey;
+use crate::store::StoreError;
+use crate::verdict::{CodeKind, Reason};
+use bundle::PolicyCache;
+use wire::{
+    DecodeReply, DecodeRequest, EnrollRequest, EnrollResponse, PushReply, RecordBatch, RecordWire,
+    RootKey, SignedBundle,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("platform unreachable: {0}")]
+    Transport(String),
+    #[error("platform answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("platform refused batch {key} as conflicting with what it holds (409)")]
+    Conflict { key: String },
+    #[error("platform reply not valid: {0}")]
+    Reply(String),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("enrollment: {0}")]
+    Enrollment(String),
+}
+
+fn transport(e: reqwest::Error) -> SyncError {
+    // reqwest's Display names the URL but never a body: no personal data leaves here.
+    SyncError::Transport(e.to_string())
+}
+
+/// What enrollment leaves on the terminal: `<state_dir>/enrollment.json`, mode 0600.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub terminal_id: String,
+    pub platform_url: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    /// The terminal's private key (generated here, never sent).
+    pub key_pem: String,
+    /// The pinned bundle-signing key.
+    pub root_key: RootKey,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("terminal_id", &self.terminal_id)
+            .field("platform_url", &self.platform_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Enrollment {
+    pub const FILE: &'static str = "enrollment.json";
+
+    /// The enrollment in `state_dir`, if the terminal has one.
+    pub fn load(state_dir: &Path) -> Result<Option<Enrollment>, SyncError> {
+        let path = state_dir.join(Self::FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = crate::keys::read_secret_file(&path)
+            .map_err(|e| SyncError::Enrollment(e.to_string()))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SyncError::Enrollment(format!("{}: {e}", path.display())))
+    }
+
+    /// Writes the enrollment (0600) atomically: a crash leaves the old one or the new one.
+    pub fn save(&self, state_dir: &Path) -> Result<(), SyncError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| SyncError::Enrollment(format!("{}: {e}", state_dir.display())))?;
+        let json = Zeroizing::new(serde_json::to_vec_pretty(self).unwrap_or_default());
+        let tmp = state_dir.join(format!("{}.tmp", Self::FILE));
+        let io = |e: std::io::Error| SyncError::Enrollment(format!("{}: {e}", state_dir.display()));
+        crate::keys::write_file_mode(&tmp, &json, 0o600).map_err(io)?;
+        std::fs::rename(&tmp, state_dir.join(Self::FILE)).map_err(io)?;
+        std::fs::File::open(state_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
+    fn root(&self) -> Result<VerifyingKey, SyncError> {
+        Ok(bundle::root_key(&self.root_key)?)
+    }
+}
+
+/// An enrollment token as the platform prints it: `ymt1.<secret>.<CA fingerprint>`, the
+/// fingerprint being the SHA-256 of the platform CA certificate (hex). The terminal trusts
+/// the platform on first contact only if its chain carries that CA.
+#[derive(Debug)]
+pub struct EnrollToken {
+    pub secret: Zeroizing<String>,
+    pub ca_fingerprint: String,
+}
+
+impl EnrollToken {
+    pub fn format(secret: &str, ca_fingerprint: &str) -> String {
+        format!("ymt1.{secret}.{ca_fingerprint}")
+    }
+
+    pub fn parse(token: &str) -> Result<EnrollToken, SyncError> {
+        let mut parts = token.trim().split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("ymt1"), Some(secret), Some(fp), None)
+                if !secret.is_empty()
+                    && fp.len() == 64
+                    && fp.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Ok(EnrollToken {
+                    secret: Zeroizing::new(secret.to_string()),
+                    ca_fingerprint: fp.to_ascii_lowercase(),
+                })
+            }
+            _ => Err(SyncError::Enrollment(
+                "token is not of the form ymt1.<secret>.<64 hex digits>".into(),
+            )),
+        }
+    }
+}
+
+fn http_client(
+    tls: rustls::ClientConfig,
+    timeout: Duration,
+) -> Result<reqwest::blocking::Client, SyncError> {
+    crate::tls::install_provider();
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(transport)
+}
+
+fn base_url(url: &str) -> String {
+    url.trim_end_matches('/').to_string()
+}
+
+/// Error text of a non-2xx answer (the platform's `ErrorBody`, else the status).
+fn status_error(resp: reqwest::blocking::Response) -> SyncError {
+    let status = resp.status().as_u16();
+    let message = resp
+        .json::<wire::ErrorBody>()
+        .map(|b| b.error)
+        .unwrap_or_else(|_| "no error body".into());
+    SyncError::Status { status, message }
+}
+
+/// Enrolls this terminal: a fresh key and certificate request, sent with the one-time token to
+/// a platform whose CA the token pins; the certificate, CA and root key come back and are saved.
+pub fn enroll(
+    platform_url: &str,
+    token: &str,
+    terminal_id: &str,
+    state_dir: &Path,
+) -> Result<Enrollment, SyncError> {
+    let token = EnrollToken::parse(token)?;
+    let (key_pem, csr_pem) = crate::pki::terminal_request(terminal_id)
+        .map_err(|e| SyncError::Enrollment(e.to_string()))?;
+    let tls = crate::pki::pinned_client_config(&token.ca_fingerprint)
+        .map_err(|e| SyncError::Enrollment(e.to_string()))?;
+    let http = http_client(tls, Duration::from_secs(15))?;
+    let base = base_url(platform_url);
+    let resp = http
+        .post(format!("{base}/v1/enroll"))
+        .header("X-Yima-Protocol", wire::PROTOCOL)
+        .json(&EnrollRequest {
+            token: token.secret.to_string(),
+            csr_pem,
+        })
+        .send()
+        .map_err(transport)?;
+    if !resp.status().is_success() {
+        return Err(status_error(resp));
+    }
+    let reply: EnrollResponse = resp.json().map_err(|e| SyncError::Reply(e.to_string()))?;
+    if reply.terminal_id != terminal_id {
+        return Err(SyncError::Enrollment(format!(
+            "the platform enrolled this token as terminal {}, but this gate is configured as {terminal_id}",
+            reply.terminal_id
+        )));
+    }
+    let ca =
+        crate::pki::certs_from_pem(&reply.ca_pem).map_err(|e| SyncError::Reply(e.to_string()))?;
+    if crate::pki::fingerprint(&ca[0]) != token.ca_fingerprint {
+        return Err(SyncError::Reply("returned CA is not the pinned one".into()));
+    }
+    bundle::root_key(&reply.root_key)?;
+    let enrollment = Enrollment {
+        terminal_id: reply.terminal_id,
+        platform_url: base,
+        ca_pem: reply.ca_pem,
+        cert_pem: reply.cert_pem,
+        key_pem: key_pem.to_string(),
+        root_key: reply.root_key,
+    };
+    enrollment.save(state_dir)?;
+    Ok(enrollment)
+}
+
+/// HTTP calls to the platform over mutual TLS.
+#[derive(Debug)]
+pub struct PlatformClient {
+    http: reqwest::blocking::Client,
+    base: String,
+}
+
+impl PlatformClient {
+    pub fn new(enrollment: &Enrollment, timeout: Duration) -> Result<PlatformClient, SyncError> {
+        let tls = crate::pki::client_config(
+            &enrollment.ca_pem,
+            Some((&enrollment.cert_pem, &enrollment.key_pem)),
+        )
+        .map_err(|e| SyncError::Enrollment(e.to_string()))?;
+        Ok(PlatformClient {
+            http: http_client(tls, timeout)?,
+            base: base_url(&enrollment.platform_url),
+        })
+    }
+
+    /// The newest bundle, with status changes after `since`.
+    pub fn pull(&self, since: u64) -> Result<SignedBundle, SyncError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/bundle?since={since}", self.base))
+            .header("X-Yima-Protocol", wire::PROTOCOL)
+            .send()
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp));
+        }
+        resp.json().map_err(|e| SyncError::Reply(e.to_string()))
+    }
+
+    /// Pushes one batch to `url` (the platform's `/v1/records` or its data-receiving address).
+    pub fn push(&self, url: Option<&str>, batch: &RecordBatch) -> Result<PushReply, SyncError> {
+        let url = url.map_or_else(|| format!("{}/v1/records", self.base), str::to_string);
+        let resp = self
+            .http
+            .post(url)
+            .header("X-Yima-Protocol", wire::PROTOCOL)
+            .json(batch)
+            .send()
+            .map_err(transport)?;
+        if resp.status() == reqwest::StatusCode::CONFLICT {
+            return Err(SyncError::Conflict {
+                key: batch.idempotency_key.clone(),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(status_error(resp));
+        }
+        resp.json().map_err(|e| SyncError::Reply(e.to_string()))
+    }
+
+    /// Asks the platform's decode engine, waiting at most `timeout`.
+    pub fn decode(&self, code: &str, timeout: Duration) -> Result<DecodeReply, SyncError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/decode", self.base))
+            .header("X-Yima-Protocol", wire::PROTOCOL)
+            .timeout(timeout)
+            .json(&DecodeRequest {
+                code: code.to_string(),
+            })
+            .send()
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp));
+        }
+        resp.json().map_err(|e| SyncError::Reply(e.to_string()))
+    }
+}
+
+/// What the sync thread tells metrics, the status page and `doctor`. Times are ms since the
+/// epoch, 0 = never.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    pub last_pull_ok_ms: AtomicI64,
+    pub last_push_ok_ms: AtomicI64,
+    /// Platform time of the bundle in force.
+    pub bundle_issued_at_ms: AtomicI64,
+    /// When the bundle in force stops being trusted (`policy_stale` after).
+    pub policy_valid_until_ms: AtomicI64,
+    pub pulls_failed: AtomicU64,
+    pub pushes_failed: AtomicU64,
+    pub records_pushed: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub bundles_refused: AtomicU64,
+    pub online_asked: AtomicU64,
+    pub online_unanswered: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SyncStatus {
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+/// Tuning of the sync thread.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Records per push (at most [`wire::MAX_BATCH`]).
+    pub batch: usize,
+    /// Overrides the platform's sync interval (tests, commissioning).
+    pub interval: Option<Duration>,
+    /// Waiting records at which the gate fails closed (0 = no quota).
+    pub max_backlog: u64,
+    /// Longest wait for the platform's decode engine before local verification decides.
+    pub online_timeout: Duration,
+    /// Timeout of pulls and pushes.
+    pub request_timeout: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            batch: 1000,
+            interval: None,
+            max_backlog: 2_000_000,
+            online_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(30),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The sync client of one terminal.
+#[derive(Debug)]
+pub struct Syncer {
+    checkpoint: Arc<Checkpoint>,
+    client: PlatformClient,
+    enrollment: Enrollment,
+    root: VerifyingKey,
+    cache: Mutex<Option<PolicyCache>>,
+    settings: Mutex<wire::PlatformSettings>,
+    pub status: Arc<SyncStatus>,
+    opts: SyncOptions,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    stopped: AtomicBool,
+}
+
+impl Syncer {
+    /// A syncer for `checkpoint`; the policy persisted by an earlier run is checked again
+    /// against the pinned root key and put in force at once (the gate works offline from
+    /// its first second).
+    pub fn new(
+        checkpoint: Arc<Checkpoint>,
+        enrollment: Enrollment,
+        opts: SyncOptions,
+    ) -> Result<Syncer, SyncError> {
+        let root = enrollment.root()?;
+        let client = PlatformClient::new(&enrollment, opts.request_timeout)?;
+        checkpoint.set_backlog_limit(opts.max_backlog);
+        let syncer = Syncer {
+            checkpoint,
+            client,
+            enrollment,
+            root,
+            cache: Mutex::new(None),
+            settings: Mutex::new(wire::PlatformSettings::default()),
+            status: Arc::new(SyncStatus::default()),
+            opts,
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            stopped: AtomicBool::new(false),
+        };
+        if let Some(bytes) = syncer.checkpoint.store().load_policy()? {
+            match serde_json::from_slice::<PolicyCache>(&bytes)
+                .map_err(|e| bundle::BundleError::Malformed(e.to_string()))
+                .and_then(|c| bundle::reload(c, &syncer.root))
+            {
+                Ok(applied) => syncer.put_in_force(applied),
+                Err(e) => {
+                    tracing::error!(error = %e, "sync: stored policy refused; waiting for the platform")
+                }
+            }
+        }
+        Ok(syncer)
+    }
+
+    pub fn terminal_id(&self) -> &str {
+        &self.enrollment.terminal_id
+    }
+
+    fn put_in_force(&self, applied: bundle::Applied) {
+        let b = &applied.bundle;
+        self.status
+            .bundle_issued_at_ms
+            .store(b.issued_at_ms, Ordering::Relaxed);
+        self.status.policy_valid_until_ms.store(
+            applied.trust.valid_until_ms.unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = b.settings.clone();
+        self.checkpoint.set_trust(applied.trust);
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(applied.cache);
+    }
+
+    /// Pulls bundles until the platform has no more status changes; returns how many bundles
+    /// were put in force. A refused bundle changes nothing.
+    pub fn pull(&self) -> Result<usize, SyncError> {
+        let mut applied_count = 0;
+        loop {
+            let (prev, since) = {
+                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                (cache.clone(), cache.as_ref().map_or(0, |c| c.status_token))
+            };
+            let signed = self.client.pull(since)?;
+            let applied = match bundle::apply(
+                prev.as_ref(),
+                signed,
+                &self.root,
+                &self.enrollment.terminal_id,
+            ) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.status.bundles_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "sync: bundle refused; policy in force unchanged");
+                    return Err(e.into());
+                }
+            };
+            let more = applied.bundle.statuses.more;
+            let cache_json =
+                serde_json::to_vec(&applied.cache).map_err(|e| SyncError::Reply(e.to_string()))?;
+            // Durable before in force: a restart resumes from what the gate already used.
+            self.checkpoint.store().save_policy(&cache_json)?;
+            self.checkpoint.clock().anchor(applied.bundle.issued_at_ms);
+            if !applied.bundle.terminal.authorized {
+                tracing::error!(
+                    "sync: the platform has revoked this terminal; refusing every code"
+                );
+            }
+            self.put_in_force(applied);
+            applied_count += 1;
+            self.status
+                .last_pull_ok_ms
+                .store(crate::clock::wall_clock_ms(), Ordering::Relaxed);
+            if !more {
+                return Ok(applied_count);
+            }
+        }
+    }
+
+    /// Pushes every durable record the platform has not confirmed; returns how many the
+    /// platform confirmed.
+    pub fn push(&self) -> Result<u64, SyncError> {
+        let store = self.checkpoint.store();
+        let records_url = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records_url
+            .clone();
+        let mut confirmed = 0;
+        loop {
+            let records = store.unsynced(self.opts.batch.clamp(1, wire::MAX_BATCH))?;
+            let (Some(first), Some(last)) = (records.first(), records.last()) else {
+                self.status
+                    .last_push_ok_ms
+                    .store(crate::clock::wall_clock_ms(), Ordering::Relaxed);
+                return Ok(confirmed);
+            };
+            let (first, last) = (first.seq, last.seq);
+            let batch = RecordBatch {
+                store_id: store.store_id().to_string(),
+                idempotency_key: RecordBatch::key(store.store_id(), first, last),
+                first_seq: first,
+                records: records.iter().map(RecordWire::from).collect(),
+            };
+            drop(records);
+            let reply = match self.client.push(records_url.as_deref(), &batch) {
+                Err(SyncError::Conflict { key }) => {
+                    self.status.conflicts.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(batch = %key, "sync: the platform holds other content for these records; they stay here for an operator");
+                    return Err(SyncError::Conflict { key });
+                }
+                r => r?,
+            };
+            // Only what this batch carried (or earlier) is acknowledged, whatever the reply says.
+            let through = reply.committed_through.min(last);
+            if through < first {
+                return Err(SyncError::Reply(format!(
+                    "platform committed through {} after a batch starting at {first}",
+                    reply.committed_through
+                )));
+            }
+            store.ack_synced(through)?;
+            let n = through + 1 - first;
+            confirmed += n;
+            self.status.records_pushed.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// One pull and one push (the push runs even when the pull failed).
+    pub fn round(&self) -> Result<(), SyncError> {
+        let pulled = self.pull();
+        if let Err(e) = &pulled {
+            self.status.pulls_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "sync: pull failed");
+        }
+        let pushed = self.push();
+        if let Err(e) = &pushed {
+            self.status.pushes_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "sync: push failed");
+        }
+        let result = pulled.and(pushed.map(|_| ()));
+        self.status
+            .set_error(result.as_ref().err().map(ToString::to_string));
+        result
+    }
+
+    /// The platform's decode engine's answer for a dynamic code, when the platform's settings
+    /// ask for online decode; `None` (local verification decides) when disabled, for static or
+    /// malformed codes, or when the platform does not answer within the timeout.
+    pub fn online_answer(&self, text: &str) -> Option<Reason> {
+        if !self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .online_decode
+        {
+            return None;
+        }
+        let parsed = crate::code::parse(text).ok()?;
+        if parsed.claims.kind != CodeKind::Dynamic {
+            return None;
+        }
+        self.status.online_asked.fetch_add(1, Ordering::Relaxed);
+        match self.client.decode(text, self.opts.online_timeout) {
+            Ok(reply) => Some(reply.reason),
+            Err(e) => {
+                self.status
+                    .online_unanswered
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "sync: online decode unanswered; local verification decides");
+                None
+            }
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        self.opts.interval.unwrap_or_else(|| {
+            Duration::from_secs(
+                self.settings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .sync_interval_s
+                    .clamp(1, 3600),
+            )
+        })
+    }
+
+    /// Runs rounds until [`Syncer::stop`]: every interval when the platform answers, with
+    /// exponential backoff and jitter when it does not.
+    pub fn run(&self) {
+        let mut backoff = self.opts.min_backoff;
+        while !self.stopped.load(Ordering::SeqCst) {
+            let wait = match self.round() {
+                Ok(()) => {
+                    backoff = self.opts.min_backoff;
+                    self.interval()
+                }
+                Err(_) => {
+                    let w = backoff.min(self.interval().max(self.opts.min_backoff));
+                    backoff = (backoff * 2).min(self.opts.max_backoff);
+                    w.max(self.opts.min_backoff)
+                }
+            };
+            let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2);
+            self.sleep(wait.mul_f64(jitter));
+        }
+    }
+
+    fn sleep(&self, d: Duration) {
+        let guard = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .wake
+            .wait_timeout_while(guard, d, |stop| !*stop)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+
+    /// Wakes the thread for an immediate round (new records, operator request).
+    pub fn kick(&self) {
+        self.wake.notify_all();
+    }
+
+    /// Ends [`Syncer::run`] at its next wait (a request in flight finishes or times out first).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Starts [`Syncer::run`] on its own thread.
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("sync".into())
+            .spawn(move || me.run())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_strictly() {
+        let fp = "ab".repeat(32);
+        let t = EnrollToken::parse(&EnrollToken::format("s3cret", &fp)).expect("token");
+        assert_eq!(t.ca_fingerprint, fp);
+        assert_eq!(t.secret.as_str(), "s3cret");
+        for bad in [
+            "",
+            "ymt1.s3cret",
+            "ymt2.s.aa",
+            &format!("ymt1..{fp}"),
+            &format!("ymt1.s.{}", "zz".repeat(32)),
+            &format!("ymt1.s.{fp}.x"),
+        ] {
+            assert!(EnrollToken::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
