@@ -404,7 +404,14 @@ fn demo_runs_every_scenario_to_its_expected_verdict() {
     assert!(o.status.success(), "{out}");
     assert!(out.contains("码已过期") && out.contains("码已使用") && out.contains("码已挂失"));
     assert!(!out.contains("unexpected"));
-    assert!(out.contains("9 verifications recorded durably (2 accepted, 7 refused)"));
+    assert!(out.contains("码已停用") || out.contains("服务已暂停"));
+    // Every verification reached the platform, exactly once.
+    assert!(
+        out.contains("8 verifications recorded durably, 8 pushed, backlog 0"),
+        "{out}"
+    );
+    assert!(out.contains("platform: 8 records held"), "{out}");
+    assert!(out.contains(r#"by terminal {"GATE-DEMO":8}"#), "{out}");
 }
 
 #[test]

@@ -372,7 +372,7 @@ fn local_api_verifies_reports_and_guards_itself() {
         "{metrics}"
     );
     assert!(metrics.contains("yima_verdicts_total{reason=\"replayed\"} 1"));
-    assert!(metrics.contains("yima_store_records 3"));
+    assert!(metrics.contains("yima_sync_backlog_records 3"), "{metrics}");
 
     let status: serde_json::Value = http
         .get(format!("{base}/api/v1/status"))

@@ -442,3 +442,56 @@ fn the_backlog_quota_fails_closed_without_dropping_records() {
         "room again once the platform took them"
     );
 }
+
+#[test]
+fn the_sync_thread_brings_an_emergency_stop_within_one_interval_and_pushes_on_its_own() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let state = dir.path().join("gate");
+    let enrollment = enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
+    let cp = gate_checkpoint(&state);
+    let interval = Duration::from_millis(400);
+    let syncer = Arc::new(
+        Syncer::new(
+            cp.clone(),
+            enrollment,
+            SyncOptions {
+                interval: Some(interval),
+                ..opts()
+            },
+        )
+        .expect("syncer"),
+    );
+    let thread = syncer.spawn().expect("spawn");
+    let wait_until = |what: &str, f: &dyn Fn() -> bool| {
+        // Polls the observable state; the bound is 1 interval (+ jitter and a round's work).
+        let deadline = std::time::Instant::now() + interval * 3;
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} not within one interval"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_until("first bundle", &|| !cp.trust().keys.is_empty());
+    let code = p.admin.mint_dynamic("u-1", "SVC-BUS", None).expect("mint");
+    assert_eq!(cp.check(&code).expect("check").reason(), Reason::Accepted);
+    p.admin
+        .post("/admin/v1/services/SVC-BUS/stop", &json!(null))
+        .expect("stop");
+    let stopped_at = std::time::Instant::now();
+    wait_until("emergency stop", &|| {
+        cp.trust().services.is_suspended("SVC-BUS")
+    });
+    assert!(stopped_at.elapsed() <= interval * 3);
+    let code = p.admin.mint_dynamic("u-2", "SVC-BUS", None).expect("mint");
+    assert_eq!(
+        cp.check(&code).expect("check").reason(),
+        Reason::ServiceSuspended
+    );
+    wait_until("records pushed", &|| cp.store().backlog() == 0);
+    assert_eq!(p.db().records_of(TERMINAL).expect("held").len(), 2);
+    syncer.stop();
+    thread.join().expect("join");
+}

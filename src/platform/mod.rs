@@ -122,17 +122,15 @@ fn platform_error(e: PlatformError) -> Response {
 }
 
 /// The terminal behind the client certificate, or the answer refusing the call.
-fn terminal_of(st: &PlatformState, peer: &Peer) -> Result<TerminalRecord, Response> {
+fn terminal_of(st: &PlatformState, peer: &Peer) -> Result<TerminalRecord, Box<Response>> {
+    let refuse = |status, msg| Err(Box::new(error(status, msg)));
     let Some(fp) = &peer.0 else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "client certificate required",
-        ));
+        return refuse(StatusCode::UNAUTHORIZED, "client certificate required");
     };
     match st.db.terminal_by_cert(fp) {
         Ok(Some(t)) => Ok(t),
-        Ok(None) => Err(error(StatusCode::FORBIDDEN, "unknown terminal certificate")),
-        Err(e) => Err(platform_error(e)),
+        Ok(None) => refuse(StatusCode::FORBIDDEN, "unknown terminal certificate"),
+        Err(e) => Err(Box::new(platform_error(e))),
     }
 }
 
@@ -187,7 +185,7 @@ async fn bundle(
 ) -> Response {
     let t = match terminal_of(&st, &peer) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let st2 = st.clone();
     match tokio::task::spawn_blocking(move || st2.db.bundle(&t, q.since)).await {
@@ -205,7 +203,7 @@ async fn records(
     // Records are taken even from a revoked terminal: what it verified must not be lost.
     let t = match terminal_of(&st, &peer) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fault = st.faults.next();
     match fault {
@@ -247,7 +245,7 @@ async fn decode(
 ) -> Response {
     let t = match terminal_of(&st, &peer) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !t.authorized {
         return error(StatusCode::FORBIDDEN, "terminal is revoked");
