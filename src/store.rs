@@ -780,7 +780,13 @@ impl Store {
 
     /// Up to `limit` durable records the platform has not confirmed, oldest first.
     pub fn unsynced(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let from = self.synced_through() + 1;
+        self.unsynced_from(self.synced_through() + 1, limit)
+    }
+
+    /// Up to `limit` durable records with `seq >= from` (a sync client reading ahead of the
+    /// platform's confirmations).
+    pub fn unsynced_from(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let from = from.max(self.synced_through() + 1);
         let durable = self.durable_seq();
         let mut out = Vec::with_capacity(limit.min(1024));
         for kv in self.records.range(from.to_be_bytes()..) {

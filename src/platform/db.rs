@@ -13,8 +13,9 @@
 //! terminals   id                           → TerminalRecord
 //! tokens      sha256(secret) hex           → terminal id     (one-time enrollment tokens)
 //! certs       sha256(client cert) hex      → terminal id
-//! records     terminal \0 store \0 seq BE  → RecordWire JSON (exactly one per key)
-//! cursors     terminal \0 store            → u64 BE, highest contiguous seq held
+//! records     terminal \0 store \0 first seq BE → chunk: RecordWire JSON lines, seqs first..
+//!                                          (each seq held once: chunks never overlap)
+//! cursors     terminal \0 store            → u64 BE, highest seq held (all below it too)
 //! batches     terminal \0 idempotency key  → sha256 of the batch content
 //! stats       dimension \0 value           → u64 BE
 //! spent       replay tag                   → window end, ms   (online decode, all terminals)
@@ -202,6 +203,11 @@ fn record_key(terminal: &str, store: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The first seq of a record chunk, from its key (the last 8 bytes).
+fn chunk_seq(key: &[u8]) -> u64 {
+    key.len().checked_sub(8).map_or(0, |i| be_u64(&key[i..]))
+}
+
 fn valid_name(s: &str, what: &str) -> Result<()> {
     if s.is_empty()
         || s.len() > 64
@@ -225,7 +231,7 @@ impl Db {
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(16 * 1024 * 1024)
             .open()?;
         let t = |n: &str| db.open_tree(n);
         let meta = t("meta")?;
@@ -911,40 +917,84 @@ impl Db {
                 )));
             }
         }
-        let mut writes = sled::Batch::default();
-        let mut fresh: Vec<&RecordWire> = Vec::new();
-        for (r, e) in batch.records.iter().zip(&encoded) {
-            let key = record_key(terminal, &batch.store_id, r.seq);
-            match self.records.get(&key)? {
-                Some(held) if held.as_ref() == e.as_slice() => {}
-                Some(_) => {
+        let cursor = self.cursors.get(&cursor_key)?.map_or(0, |v| be_u64(&v));
+        // An honest terminal never skips: it only deletes what this cursor confirmed.
+        if batch.first_seq > cursor + 1 {
+            return Err(PlatformError::Conflict(format!(
+                "batch starts at {} but this store is held only through {cursor}",
+                batch.first_seq
+            )));
+        }
+        // Records already held must match what is held, byte for byte.
+        let held_through = last.min(cursor);
+        if batch.first_seq <= held_through {
+            let held = self.held_range(terminal, &batch.store_id, batch.first_seq, held_through)?;
+            for (seq, bytes) in held {
+                let i = (seq - batch.first_seq) as usize;
+                if encoded
+                    .get(i)
+                    .is_none_or(|e| e.as_slice() != bytes.as_slice())
+                {
                     return Err(PlatformError::Conflict(format!(
-                        "record {} of store {} is held with other content",
-                        r.seq, batch.store_id
-                    )))
-                }
-                None => {
-                    writes.insert(key, e.as_slice());
-                    fresh.push(r);
+                        "record {seq} of store {} is held with other content",
+                        batch.store_id
+                    )));
                 }
             }
         }
-        self.records.apply_batch(writes)?;
-        self.batches.insert(batch_key, digest)?;
-        // Advance the contiguous cursor over everything now held.
-        let mut cursor = self.cursors.get(&cursor_key)?.map_or(0, |v| be_u64(&v));
-        while self
-            .records
-            .contains_key(record_key(terminal, &batch.store_id, cursor + 1))?
-        {
-            cursor += 1;
+        let mut fresh: Vec<&RecordWire> = Vec::new();
+        if last > cursor {
+            // The new tail becomes one chunk, keyed by its first seq: one sled write per
+            // batch instead of one per record.
+            let skip = (cursor + 1 - batch.first_seq) as usize;
+            let mut chunk = Vec::new();
+            for e in &encoded[skip..] {
+                chunk.extend_from_slice(e);
+                chunk.push(b'\n');
+            }
+            fresh.extend(batch.records[skip..].iter());
+            self.records
+                .insert(record_key(terminal, &batch.store_id, cursor + 1), chunk)?;
+            self.cursors.insert(&cursor_key, &last.to_be_bytes())?;
         }
-        self.cursors.insert(&cursor_key, &cursor.to_be_bytes())?;
+        self.batches.insert(batch_key, digest)?;
         self.add_stats(terminal, &fresh)?;
         self.durable()?;
         Ok(PushReply {
-            committed_through: cursor,
+            committed_through: last.max(cursor),
         })
+    }
+
+    /// The held records `from..=to` of one store, as stored bytes.
+    fn held_range(
+        &self,
+        terminal: &str,
+        store: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let start = record_key(terminal, store, 0);
+        let end = record_key(terminal, store, to);
+        // The chunk holding `from` starts at or before it.
+        let first_chunk = self
+            .records
+            .range(start.clone()..=record_key(terminal, store, from))
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.to_vec())
+            .unwrap_or(start);
+        for kv in self.records.range(first_chunk..=end) {
+            let (k, v) = kv?;
+            let mut seq = chunk_seq(&k);
+            for line in v.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                if (from..=to).contains(&seq) {
+                    out.push((seq, line.to_vec()));
+                }
+                seq += 1;
+            }
+        }
+        Ok(out)
     }
 
     fn add_stats(&self, terminal: &str, records: &[&RecordWire]) -> Result<()> {
@@ -984,7 +1034,9 @@ impl Db {
                 .next()
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .unwrap_or_default();
-            out.push((store, serde_json::from_slice(&v)?));
+            for line in v.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push((store.clone(), serde_json::from_slice(line)?));
+            }
         }
         Ok(out)
     }

@@ -265,19 +265,26 @@ impl PlatformClient {
         resp.json().map_err(|e| SyncError::Reply(e.to_string()))
     }
 
-    /// Pushes one batch to `url` (the platform's `/v1/records` or its data-receiving address).
-    pub fn push(&self, url: Option<&str>, batch: &RecordBatch) -> Result<PushReply, SyncError> {
+    /// Pushes one batch (its JSON already encoded) to `url`: the platform's `/v1/records` or
+    /// its data-receiving address.
+    pub fn push(
+        &self,
+        url: Option<&str>,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<PushReply, SyncError> {
         let url = url.map_or_else(|| format!("{}/v1/records", self.base), str::to_string);
         let resp = self
             .http
             .post(url)
             .header("X-Yima-Protocol", wire::PROTOCOL)
-            .json(batch)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .map_err(transport)?;
         if resp.status() == reqwest::StatusCode::CONFLICT {
             return Err(SyncError::Conflict {
-                key: batch.idempotency_key.clone(),
+                key: key.to_string(),
             });
         }
         if !resp.status().is_success() {
@@ -303,6 +310,40 @@ impl PlatformClient {
         }
         resp.json().map_err(|e| SyncError::Reply(e.to_string()))
     }
+}
+
+/// One batch read from the store and encoded, ready to send.
+struct PreparedBatch {
+    first: u64,
+    last: u64,
+    key: String,
+    body: Vec<u8>,
+}
+
+fn prepare_batch(
+    store: &crate::store::Store,
+    from: u64,
+    limit: usize,
+) -> Result<Option<PreparedBatch>, SyncError> {
+    let records = store.unsynced_from(from, limit)?;
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(None);
+    };
+    let (first, last) = (first.seq, last.seq);
+    let key = RecordBatch::key(store.store_id(), first, last);
+    let batch = RecordBatch {
+        store_id: store.store_id().to_string(),
+        idempotency_key: key.clone(),
+        first_seq: first,
+        records: records.iter().map(RecordWire::from).collect(),
+    };
+    let body = serde_json::to_vec(&batch).map_err(|e| SyncError::Reply(e.to_string()))?;
+    Ok(Some(PreparedBatch {
+        first,
+        last,
+        key,
+        body,
+    }))
 }
 
 /// What the sync thread tells metrics, the status page and `doctor`. Times are ms since the
@@ -488,7 +529,8 @@ impl Syncer {
     }
 
     /// Pushes every durable record the platform has not confirmed; returns how many the
-    /// platform confirmed.
+    /// platform confirmed. One thread reads and encodes the next batch while the current one
+    /// is in flight (at most one batch ahead, so memory stays bounded by two batches).
     pub fn push(&self) -> Result<u64, SyncError> {
         let store = self.checkpoint.store();
         let records_url = self
@@ -497,44 +539,64 @@ impl Syncer {
             .unwrap_or_else(|p| p.into_inner())
             .records_url
             .clone();
-        let mut confirmed = 0;
-        loop {
-            let records = store.unsynced(self.opts.batch.clamp(1, wire::MAX_BATCH))?;
-            let (Some(first), Some(last)) = (records.first(), records.last()) else {
-                self.status
-                    .last_push_ok_ms
-                    .store(crate::clock::wall_clock_ms(), Ordering::Relaxed);
-                return Ok(confirmed);
-            };
-            let (first, last) = (first.seq, last.seq);
-            let batch = RecordBatch {
-                store_id: store.store_id().to_string(),
-                idempotency_key: RecordBatch::key(store.store_id(), first, last),
-                first_seq: first,
-                records: records.iter().map(RecordWire::from).collect(),
-            };
-            drop(records);
-            let reply = match self.client.push(records_url.as_deref(), &batch) {
-                Err(SyncError::Conflict { key }) => {
-                    self.status.conflicts.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(batch = %key, "sync: the platform holds other content for these records; they stay here for an operator");
-                    return Err(SyncError::Conflict { key });
+        let batch_len = self.opts.batch.clamp(1, wire::MAX_BATCH);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<PreparedBatch, SyncError>>(1);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut from = store.synced_through() + 1;
+                loop {
+                    let prepared = prepare_batch(store, from, batch_len);
+                    let stop = !matches!(prepared, Ok(Some(_)));
+                    let item = match prepared {
+                        Ok(Some(b)) => {
+                            from = b.last + 1;
+                            Ok(b)
+                        }
+                        Ok(None) => break,
+                        Err(e) => Err(e),
+                    };
+                    if tx.send(item).is_err() || stop {
+                        break;
+                    }
                 }
-                r => r?,
-            };
-            // Only what this batch carried (or earlier) is acknowledged, whatever the reply says.
-            let through = reply.committed_through.min(last);
-            if through < first {
-                return Err(SyncError::Reply(format!(
-                    "platform committed through {} after a batch starting at {first}",
-                    reply.committed_through
-                )));
+            });
+            let mut confirmed = 0;
+            for item in rx {
+                let b = item?;
+                let reply = match self.client.push(records_url.as_deref(), &b.key, b.body) {
+                    Err(SyncError::Conflict { key }) => {
+                        self.status.conflicts.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(batch = %key, "sync: the platform holds other content for these records; they stay here for an operator");
+                        return Err(SyncError::Conflict { key });
+                    }
+                    r => r?,
+                };
+                // Only what this batch carried (or earlier) is acknowledged, whatever the
+                // reply says.
+                let through = reply.committed_through.min(b.last);
+                if through < b.first {
+                    return Err(SyncError::Reply(format!(
+                        "platform committed through {} after a batch starting at {}",
+                        reply.committed_through, b.first
+                    )));
+                }
+                store.ack_synced(through)?;
+                let n = through + 1 - b.first;
+                confirmed += n;
+                self.status.records_pushed.fetch_add(n, Ordering::Relaxed);
+                if through < b.last {
+                    // The platform holds less than was sent: start again from its cursor.
+                    return Err(SyncError::Reply(format!(
+                        "platform committed through {through} of a batch ending at {}",
+                        b.last
+                    )));
+                }
             }
-            store.ack_synced(through)?;
-            let n = through + 1 - first;
-            confirmed += n;
-            self.status.records_pushed.fetch_add(n, Ordering::Relaxed);
-        }
+            self.status
+                .last_push_ok_ms
+                .store(crate::clock::wall_clock_ms(), Ordering::Relaxed);
+            Ok(confirmed)
+        })
     }
 
     /// One pull and one push (the push runs even when the pull failed).
