@@ -986,12 +986,11 @@ impl Db {
             .unwrap_or(start);
         for kv in self.records.range(first_chunk..=end) {
             let (k, v) = kv?;
-            let mut seq = chunk_seq(&k);
-            for line in v.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let lines = v.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+            for (seq, line) in (chunk_seq(&k)..).zip(lines) {
                 if (from..=to).contains(&seq) {
                     out.push((seq, line.to_vec()));
                 }
-                seq += 1;
             }
         }
         Ok(out)
