@@ -94,6 +94,12 @@ pub enum Command {
         #[arg(long, default_value = "/etc/yima-gate/gate.toml")]
         config: PathBuf,
     },
+    /// Check this gate on site: config, camera, disk, keys, enrollment, API, clock, policy
+    /// age, platform — one line each, OK / WARN / FAIL with the fix; exit 1 on any FAIL.
+    Doctor {
+        #[arg(long, default_value = "/etc/yima-gate/gate.toml")]
+        config: PathBuf,
+    },
     /// Run the reference platform: sync API over mutual TLS, admin API on loopback.
     Platform {
         /// Where the platform keeps its state (sled, CA, keys, admin token).
@@ -335,6 +341,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { config } => sync_once(&config),
+        Command::Doctor { config } => {
+            let report = crate::doctor::run(&config);
+            for f in &report {
+                println!("{f}");
+            }
+            let worst = report.iter().map(|f| f.level).max();
+            Ok(if worst == Some(crate::doctor::Level::Fail) {
+                ExitCode::from(EXIT_REFUSED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Platform {
             data,
             listen,

@@ -78,6 +78,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod demo;
+pub mod doctor;
 pub mod hook;
 pub mod keys;
 pub mod pki;

@@ -5,9 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use common::bin;
+use std::process::Output;
 
 struct Env {
     dir: tempfile::TempDir,
@@ -25,10 +23,7 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(args)
-            .output()
-            .expect("run yima-gate")
+        common::gate().args(args).output().expect("run yima-gate")
     }
 
     fn keygen(&self, alg: &str, kid: &str) -> (PathBuf, PathBuf) {

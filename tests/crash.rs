@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
         sent.extend(&batch);
         let kill_after_lines = rng.gen_range(0..40usize);
 
-        let mut child = Command::new(bin())
+        let mut child = common::gate()
             .args(["verify", "--state-dir"])
             .arg(&state)
             .arg("--trust")
@@ -199,7 +199,7 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
     drop(store);
 
     // Every accepted code, presented again, is refused as used.
-    let mut child = Command::new(bin())
+    let mut child = common::gate()
         .args(["verify", "--state-dir"])
         .arg(&state)
         .arg("--trust")

@@ -10,7 +10,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::bin;
 use yima_gate::code;
 use yima_gate::keys::{write_file_mode, Alg, KeyPair, Kid};
 use yima_gate::store::{Create, Store};
@@ -134,7 +133,7 @@ fn files_and_scanner_text_through_the_whole_pipeline() {
             gate.dir.path().join("refused.txt").display()
         ),
     );
-    let mut child = Command::new(bin())
+    let mut child = common::gate()
         .args(["run", "--config"])
         .arg(&cfg)
         .stdin(Stdio::piped())
@@ -203,7 +202,7 @@ fn files_and_scanner_text_through_the_whole_pipeline() {
 fn sigterm_drains_and_exits_cleanly() {
     let gate = Gate::new();
     let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
-    let mut child = Command::new(bin())
+    let mut child = common::gate()
         .args(["run", "--config"])
         .arg(&cfg)
         .stdin(Stdio::piped())
@@ -239,7 +238,7 @@ fn a_broken_config_exits_64() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = dir.path().join("gate.toml");
     std::fs::write(&cfg, "[terminal]\nid = \"x\"\n").expect("write");
-    let out = Command::new(bin())
+    let out = common::gate()
         .args(["run", "--config"])
         .arg(&cfg)
         .output()
@@ -252,7 +251,7 @@ fn local_api_verifies_reports_and_guards_itself() {
     yima_gate::tls::install_provider();
     let gate = Gate::new();
     let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
-    let mut child = Command::new(bin())
+    let mut child = common::gate()
         .args(["run", "--config"])
         .arg(&cfg)
         .stdin(Stdio::piped())

@@ -5,7 +5,6 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::bin;
 use yima_gate::keys::{write_file_mode, Alg, KeyPair, Kid};
 use yima_gate::store::{Create, Store};
 
@@ -60,7 +59,7 @@ fn status_page_shows_a_verdict_in_chromium() {
         ),
     )
     .expect("config");
-    let mut gate = Command::new(bin())
+    let mut gate = common::gate()
         .args(["run", "--config"])
         .arg(&cfg)
         .stdin(Stdio::piped())

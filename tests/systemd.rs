@@ -115,7 +115,7 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
         ),
     )
     .expect("config");
-    let mut child = Command::new(bin())
+    let mut child = common::gate()
         .args(["run", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &sock_path)

@@ -66,6 +66,24 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_yima-gate"))
 }
 
+/// A command that runs the binary under test. When the suite runs under an emulator
+/// (`cross/build-aarch64.sh --test` sets `YIMA_TEST_RUNNER`, e.g. `qemu-aarch64-static -L …`),
+/// the binary is started through it too: there is no binfmt_misc to do it for us.
+pub fn gate() -> std::process::Command {
+    match std::env::var("YIMA_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut c = std::process::Command::new(parts.next().unwrap_or_default());
+            c.args(parts).arg(bin());
+            c
+        }
+        None => std::process::Command::new(bin()),
+    }
+}
+
 /// `../shared/...` relative to the crate root, or `None` with a loud message. In CI
 /// (`CI` set) a missing dataset is a failure, never a silent pass.
 pub fn shared(rel: &str) -> Option<PathBuf> {
