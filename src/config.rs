@@ -62,6 +62,7 @@ pub struct Config {
     pub hook: Option<crate::hook::HookConfig>,
     pub rules: Vec<crate::rules::Rule>,
     pub platform: Option<PlatformConfig>,
+    pub serial: Option<crate::serial::SerialConfig>,
 }
 
 /// The central platform this gate syncs with (`[platform]`).
@@ -137,8 +138,31 @@ struct Raw {
     relay: Option<RawRelay>,
     webhook: Option<RawWebhook>,
     command: Option<RawCommand>,
+    serial: Option<RawSerial>,
     #[serde(default, rename = "rule")]
     rules: Vec<crate::rules::Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSerial {
+    device: PathBuf,
+    #[serde(default = "default_baud")]
+    baud: u32,
+    #[serde(default = "default_serial_format")]
+    format: crate::serial::SerialFormat,
+    #[serde(default = "default_serial_encoding")]
+    encoding: crate::serial::SerialEncoding,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_serial_format() -> crate::serial::SerialFormat {
+    crate::serial::SerialFormat::Text
+}
+fn default_serial_encoding() -> crate::serial::SerialEncoding {
+    crate::serial::SerialEncoding::Utf8
 }
 
 #[derive(Debug, Deserialize)]
@@ -606,6 +630,23 @@ impl Config {
                 timeout: std::time::Duration::from_millis(c.timeout_ms),
             }
         });
+        let serial = raw.serial.map(|s| {
+            if !crate::serial::BAUDS.contains(&s.baud) {
+                bad(
+                    "serial.baud",
+                    format!("must be one of {:?}", crate::serial::BAUDS),
+                );
+            }
+            if !s.device.is_absolute() {
+                bad("serial.device", "must be an absolute path".into());
+            }
+            crate::serial::SerialConfig {
+                device: s.device,
+                baud: s.baud,
+                format: s.format,
+                encoding: s.encoding,
+            }
+        });
         for (i, r) in raw.rules.iter().enumerate() {
             if r.actions.is_empty() {
                 bad(
@@ -639,6 +680,7 @@ impl Config {
             hold_off_ms: raw.decode.hold_off_ms,
             decode_budget_ms: raw.decode.budget_ms,
             platform,
+            serial,
             api_listen,
             api_token_file: raw.api.token_file,
             relay,

@@ -119,6 +119,7 @@ pub struct GateOutput {
     relay: Option<(crate::relay::RelayOutput, Duration)>,
     webhook: Option<crate::webhook::Webhook>,
     hook: Option<crate::hook::Hook>,
+    serial: Option<crate::serial::SerialOutput>,
 }
 
 impl std::fmt::Debug for GateOutput {
@@ -172,12 +173,18 @@ impl GateOutput {
             None => None,
             Some(h) => Some(crate::hook::Hook::start(h.clone())?),
         };
+        let serial = cfg
+            .serial
+            .clone()
+            .map(crate::serial::SerialOutput::start)
+            .transpose()?;
         Ok(GateOutput {
             terminal: cfg.terminal_id.clone(),
             rules: cfg.rules.clone(),
             relay,
             webhook,
             hook,
+            serial,
         })
     }
 }
@@ -204,6 +211,11 @@ impl Output for GateOutput {
                 crate::rules::Action::Command => {
                     if let Some(hook) = &self.hook {
                         hook.send(crate::hook::environment(&self.terminal, &checked.report()));
+                    }
+                }
+                crate::rules::Action::Serial => {
+                    if let Some(serial) = &self.serial {
+                        serial.send(&checked.report());
                     }
                 }
             }

@@ -89,6 +89,7 @@ pub mod qr;
 pub mod record;
 pub mod relay;
 pub mod rules;
+pub mod serial;
 pub mod store;
 pub mod sync;
 pub mod synth;

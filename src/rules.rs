@@ -15,6 +15,8 @@ pub enum Action {
     Webhook,
     /// Run the configured local program with the verdict in its environment.
     Command,
+    /// Write the verdict line to the serial display or controller.
+    Serial,
 }
 
 /// One rule; an empty list matches anything.
@@ -39,16 +41,27 @@ fn accepted_only() -> Vec<Reason> {
 }
 
 impl Rule {
-    /// The rule a gate has when none is configured: open for every accepted code.
+    /// The rules a gate has when none is configured: open for every accepted code, and show
+    /// every verdict on the serial display (a no-op without `[serial]`).
     pub fn default_set() -> Vec<Rule> {
-        vec![Rule {
-            reason: accepted_only(),
-            kind: vec![],
-            service: vec![],
-            scene: vec![],
-            mode: vec![],
-            actions: vec![Action::Relay, Action::Webhook],
-        }]
+        vec![
+            Rule {
+                reason: accepted_only(),
+                kind: vec![],
+                service: vec![],
+                scene: vec![],
+                mode: vec![],
+                actions: vec![Action::Relay, Action::Webhook],
+            },
+            Rule {
+                reason: Reason::ALL.to_vec(),
+                kind: vec![],
+                service: vec![],
+                scene: vec![],
+                mode: vec![],
+                actions: vec![Action::Serial],
+            },
+        ]
     }
 
     fn matches(&self, v: &Verdict) -> bool {

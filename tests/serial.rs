@@ -1,0 +1,62 @@
+//! The serial-line output against a pseudo-terminal: the device is opened raw at the configured
+//! speed and each routed verdict arrives as one line, in GB18030 for a Chinese LED display.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use yima_gate::checkpoint::VerdictReport;
+use yima_gate::serial::{SerialConfig, SerialEncoding, SerialFormat, SerialOutput};
+use yima_gate::verdict::Reason;
+
+fn report(reason: Reason, seq: u64) -> VerdictReport {
+    VerdictReport {
+        accepted: reason == Reason::Accepted,
+        reason,
+        message: reason.message(),
+        seq,
+        at_ms: 0,
+        clock_trusted: true,
+        claims: None,
+        subject_ref: None,
+        detail: None,
+    }
+}
+
+#[test]
+fn verdict_lines_arrive_on_the_serial_device_in_order() {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let slave = ptsname(&master, Vec::new()).expect("ptsname");
+    let device = std::path::PathBuf::from(slave.to_str().expect("utf8"));
+    let serial = SerialOutput::start(SerialConfig {
+        device: device.clone(),
+        baud: 9600,
+        format: SerialFormat::Text,
+        encoding: SerialEncoding::Gb18030,
+    })
+    .expect("start");
+    serial.send(&report(Reason::Accepted, 1));
+    serial.send(&report(Reason::Expired, 2));
+
+    let want = "accepted 验证通过\r\nexpired 码已过期\r\n";
+    let mut master = std::fs::File::from(master);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 256];
+    while encoding_rs::GB18030.decode(&got).0 != want {
+        assert!(
+            Instant::now() < deadline,
+            "got {:?}",
+            encoding_rs::GB18030.decode(&got).0
+        );
+        let n = master.read(&mut buf).expect("read");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The line discipline was switched to raw at the configured speed.
+    let t = rustix::termios::tcgetattr(master.as_fd()).expect("attrs");
+    assert_eq!(t.output_speed(), 9600);
+    drop(serial);
+}
