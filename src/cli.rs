@@ -257,14 +257,28 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; under systemd (`JOURNAL_STREAM` set) that is journald, which stamps
-/// the time itself, so the line carries no timestamp and no colour codes.
+/// Under systemd (`JOURNAL_STREAM` set) logs go to journald over its native protocol —
+/// priorities and structured fields (`journalctl -u yima-gate PRIORITY=3`, `REASON=expired`)
+/// — falling back to stderr lines without timestamps (journald stamps them). Elsewhere: stderr.
 fn init_logging() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("YIMA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("YIMA_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            let _ = tracing_subscriber::registry()
+                .with(filter())
+                .with(journald.with_syslog_identifier("yima-gate".into()))
+                .try_init();
+            return;
+        }
+    }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
