@@ -80,7 +80,7 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Enroll this gate with the platform named in the config's [platform] section, using the
+    /// Enroll this gate with the platform named in the config's `[platform]` section, using the
     /// one-time token the platform's operator issued for this terminal id.
     Enroll {
         #[arg(long, default_value = "/etc/yima-gate/gate.toml")]

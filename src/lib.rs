@@ -10,7 +10,10 @@
 //!  scanner (tty, tcp, stdin) ─texts─────────┤
 //!                                presentation ─▶ checkpoint ─▶ act: display · rules → relay, webhook
 //!                                               (verifier + store: durable before the answer)
-//!  local API (verify, records, status, metrics) ─▶ checkpoint            (platform sync: next)
+//!  local API (verify, records, status, metrics) ─▶ checkpoint
+//!
+//!  sync thread ⇄ platform (ym-sync/1, mutual TLS): signed bundles ─▶ checkpoint.set_trust,
+//!               durable records ─▶ pushed exactly once ─▶ store cursor, then deleted
 //! ```
 //!
 //! ## Code map
@@ -43,10 +46,20 @@
 //! - [`webhook`] — signed POSTs of verdicts to the business system, with timeout and retries.
 //! - [`worker`] — a bounded queue drained by one thread: outputs off the verdict path.
 //! - [`api`] — the local HTTP API (axum) and the status page; token, size and rate bounds.
+//! - [`serial`] — verdict lines to a serial LED display or PLC (UTF-8 or GB18030).
 //! - [`tls`] — the rustls crypto provider (ring), installed once.
 //! - [`cli`] — the command line (`init`, `keygen`, `mint`, `verify`, `decode`, `run`,
-//!   `check-config`, `demo`).
-//! - [`demo`] — built-in end-to-end scenarios through the real checkpoint and store.
+//!   `check-config`, `enroll`, `sync`, `doctor`, `platform`, `demo`).
+//! - [`doctor`] — the technician's on-site checklist.
+//! - [`demo`] — the whole system on one machine: platform, enrolled gateway, gate frames.
+//!
+//! The platform conversation:
+//! - [`sync`] — the gateway's client: enrollment, bundle pulls, record pushes, online decode;
+//!   [`sync::wire`] the protocol's wire types, [`sync::bundle`] signing and checking bundles.
+//! - [`pki`] — the platform CA (rcgen), terminal certificates, rustls configs (mutual TLS,
+//!   CA-pinned enrollment).
+//! - [`platform`] — the reference platform: sync API over mutual TLS, admin API, sled state
+//!   ([`platform::db`]), fault injection for tests.
 //!
 //! ## Architecture invariants
 //! - **The verifier is pure.** No I/O, no clock reads: it is handed the time, the trust state and
@@ -56,7 +69,15 @@
 //! - **Durable before open.** [`checkpoint::Checkpoint::check`] returns only after the record —
 //!   which carries the replay tag of an accepted dynamic code, in one atomic sled insert — is
 //!   flushed and fsynced; outputs run only after that. Sequence numbers are never reused.
-//! - **Only `store` knows sled.** Everything else sees `Record`, `ReplayView`, typed operations.
+//! - **Only `store` knows sled** on the gateway (and `platform::db` on the reference platform).
+//!   Everything else sees `Record`, `ReplayView`, typed operations.
+//! - **Records leave exactly once.** Only durable records are pushed; the platform's cursor is
+//!   fsynced before the records it covers are deleted; `store_id` names the sequence space.
+//! - **Trust from the platform is signed and ages.** A bundle is checked against the root key
+//!   pinned at enrollment before anything in it is used; the trust state it yields expires
+//!   (`policy_stale`) after the platform's maximum offline age.
+//! - **Sync never sits on the gate's path.** It runs on its own thread; online decode is
+//!   bounded by a short timeout, then local verification decides.
 //! - **Only `clock::SystemTimeSource` reads the OS clocks** for verification time.
 //! - **No personal data leaves the verifier.** `sub` and `cti` become keyed hashes in records;
 //!   `Debug` of claims and keys hides them; secrets are written 0600 and never logged.
