@@ -75,6 +75,7 @@ fn gate_set() {
     let mut times = Vec::new();
     let mut read = 0;
     let n = 200;
+    let diag = std::env::var_os("YIMA_DECODE_DIAG").is_some();
     for i in 0..n {
         let mut cti = vec![0u8; 16];
         cti[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -95,12 +96,29 @@ fn gate_set() {
             version: None,
         };
         let text = code::mint(&key.signing, &key.kid, &claims);
-        let (frame, _) = frames.frame(&text);
+        let (frame, params) = frames.frame(&text);
         let t = Instant::now();
         let found = decoder.decode(&frame);
         times.push(t.elapsed().as_secs_f64() * 1e3);
         if found.iter().any(|d| d.text == text) {
             read += 1;
+        } else if diag {
+            // Would a decoder with no time budget read it? (budget-limited vs unreadable)
+            let patient = Decoder::new(DecoderConfig {
+                budget: std::time::Duration::from_secs(5),
+                ..DecoderConfig::default()
+            });
+            let t = Instant::now();
+            let later = patient.decode(&frame).iter().any(|d| d.text == text);
+            println!(
+                "miss {i}: patient decoder {} in {:.0} ms; {}",
+                if later { "reads it" } else { "misses too" },
+                t.elapsed().as_secs_f64() * 1e3,
+                serde_json::to_string(&params).unwrap_or_default()
+            );
+            if std::env::var_os("YIMA_DECODE_DUMP").is_some() {
+                let _ = frame.save(format!("/tmp/gate-miss-{i}.png"));
+            }
         }
     }
     times.sort_by(f64::total_cmp);

@@ -446,3 +446,93 @@ fn check_config_explains_problems_and_exits_64() {
         assert!(err.contains(key), "{key} not explained in: {err}");
     }
 }
+
+/// The technician's path through the real binary: `platform` serving, `enroll` with the
+/// operator's token, `sync` (bundle + push), `doctor` with the service stopped, SIGTERM.
+#[test]
+fn platform_enroll_sync_and_doctor_through_the_binary() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let data = env.path("platform");
+    let mut platform = common::gate()
+        .args([
+            "platform",
+            "--data",
+            data.to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("platform");
+    let mut line = String::new();
+    std::io::BufReader::new(platform.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("banner");
+    // "platform: sync API https://127.0.0.1:P (CA fingerprint …), admin API http://127.0.0.1:Q (…"
+    let url_after = |marker: &str| {
+        let rest = &line[line.find(marker).expect(marker) + marker.len()..];
+        rest.split_whitespace().next().expect("url").to_string()
+    };
+    let sync_url = url_after("sync API ");
+    let admin_url = url_after("admin API ");
+    let token = std::fs::read_to_string(data.join("admin.token")).expect("admin token");
+    let admin =
+        yima_gate::platform::client::AdminClient::new(&admin_url, token.trim()).expect("admin");
+    admin
+        .post(
+            "/admin/v1/keys",
+            &serde_json::json!({"alg": "EdDSA", "kinds": ["dynamic"]}),
+        )
+        .expect("key");
+    let enroll_token = admin.create_terminal("GATE-7", &[]).expect("terminal");
+
+    let state = env.path("gate-state");
+    let config = env.path("gate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[terminal]\nid = \"GATE-7\"\nstate_dir = \"{}\"\n\n[[source]]\nkind = \"scanner\"\nstdin = true\n\n\
+             [api]\nlisten = \"127.0.0.1:1\"\n\n[platform]\nurl = \"{sync_url}\"\n",
+            state.display()
+        ),
+    )
+    .expect("config");
+    let cfg = config.to_str().expect("utf8");
+    let o = env.run(&["check-config", cfg]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Before enrollment, doctor says so (and that the service is not running).
+    let o = env.run(&["doctor", "--config", cfg]);
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(1), "{report}");
+    assert!(report.contains("FAIL enrolled"), "{report}");
+    assert!(report.contains("yima-gate enroll"), "{report}");
+
+    let o = env.run(&["enroll", "--config", cfg, "--token", &enroll_token]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = env.run(&["sync", "--config", cfg]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sync json");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["keys"], 1, "{v}");
+
+    let o = env.run(&["doctor", "--config", cfg]);
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(report.contains("OK   enrolled   as GATE-7"), "{report}");
+    assert!(report.contains("OK   platform"), "{report}");
+    assert!(report.contains("MiB free"), "{report}");
+    assert!(
+        report.contains("FAIL api"),
+        "the daemon is not running: {report}"
+    );
+
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &platform.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let status = platform.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+}

@@ -614,6 +614,14 @@ impl Syncer {
         let result = pulled.and(pushed.map(|_| ()));
         self.status
             .set_error(result.as_ref().err().map(ToString::to_string));
+        let until = self.status.policy_valid_until_ms.load(Ordering::Relaxed);
+        if until != 0 && self.checkpoint.clock().now().unix_ms > until {
+            // The alarm: every code is refused (policy_stale) until a bundle arrives.
+            tracing::error!(
+                valid_until_ms = until,
+                "sync: policy older than the platform's maximum offline age; failing closed"
+            );
+        }
         result
     }
 
