@@ -248,6 +248,9 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging();
+    // Every HTTP client in the process (webhook, MJPEG camera, platform, doctor) uses rustls
+    // with ring; installed before any is built.
+    crate::tls::install_provider();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -89,6 +89,10 @@ pub struct Decoder {
     config: DecoderConfig,
 }
 
+/// Window radius (px of the half-size frame) and offset of the live cascade's adaptive pass.
+const HALF_ADAPTIVE_RADIUS: u32 = 10;
+const HALF_ADAPTIVE_OFFSET: i64 = 3;
+
 /// An image variant tried when the frame itself yields nothing.
 struct Variant {
     name: &'static str,
@@ -181,12 +185,18 @@ impl Decoder {
             return Vec::new();
         }
         if self.config.half_first && img.width().min(img.height()) >= 480 {
-            let found = rxing_read(
-                &downscale2_box(img),
-                self.config.multiple,
-                false,
-                "half_box",
-            );
+            let half = downscale2_box(img);
+            let found = rxing_read(&half, self.config.multiple, false, "half_box");
+            if !found.is_empty() {
+                return dedup(found);
+            }
+            // Glare and uneven light: threshold against the local mean (a few modules wide),
+            // which keeps the little contrast a washed-out screen has left.
+            let local = adaptive_threshold(&half, HALF_ADAPTIVE_RADIUS, HALF_ADAPTIVE_OFFSET);
+            let mut found = rxing_read(&local, self.config.multiple, false, "half_adaptive");
+            if found.is_empty() {
+                found = rqrr_read(&local, "half_adaptive");
+            }
             if !found.is_empty() {
                 return dedup(found);
             }

@@ -205,6 +205,7 @@ fn trust(cfg: &Config, out: &mut Vec<Finding>) {
 /// The running daemon's status, if its API answers.
 fn api(cfg: &Config, out: &mut Vec<Finding>) -> Option<serde_json::Value> {
     let base = format!("http://{}", cfg.api_listen);
+    crate::tls::install_provider();
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()

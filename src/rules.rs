@@ -134,13 +134,20 @@ mod tests {
     }
 
     #[test]
-    fn default_rule_opens_for_accepted_only() {
+    fn default_rules_open_for_accepted_only_and_display_every_verdict() {
         let rules = Rule::default_set();
         let ok = verdict(Reason::Accepted, CodeKind::Dynamic, "S", None, None);
-        assert_eq!(actions(&rules, &ok), vec![Action::Relay, Action::Webhook]);
+        assert_eq!(
+            actions(&rules, &ok),
+            vec![Action::Relay, Action::Webhook, Action::Serial]
+        );
         let bad = verdict(Reason::Expired, CodeKind::Dynamic, "S", None, None);
-        assert!(actions(&rules, &bad).is_empty());
-        assert!(actions(&rules, &Verdict::refused(Reason::Malformed)).is_empty());
+        assert_eq!(actions(&rules, &bad), vec![Action::Serial]);
+        for r in Reason::ALL {
+            let a = actions(&rules, &Verdict::refused(r));
+            assert!(a.contains(&Action::Serial), "{r:?} is shown");
+            assert_eq!(a.contains(&Action::Relay), r == Reason::Accepted, "{r:?}");
+        }
     }
 
     #[test]
