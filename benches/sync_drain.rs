@@ -1,7 +1,8 @@
 //! Drains a backlog of verification records (1,000,000 by default; `YIMA_DRAIN_RECORDS`) from a
-//! gateway's store to the reference platform on loopback, over mutual TLS, and reports
-//! records/s and the process's peak RSS during the drain (gateway and platform share the
-//! process here). Target: ≥ 50,000 records/s with memory bounded.
+//! gateway's store to the reference platform (`yima-gate platform`, its own process) on
+//! loopback, over mutual TLS, and reports records/s and the peak RSS of the gateway side (this
+//! process) and of the platform process during the drain. Target: ≥ 50,000 records/s with
+//! memory bounded.
 //!
 //! Run: `cargo bench --bench sync_drain` (the backlog is built first: HMAC-signed dynamic codes
 //! verified and recorded, so the records carry every field a real accepted record has).
@@ -14,14 +15,18 @@ use yima_gate::checkpoint::Checkpoint;
 use yima_gate::clock::{wall_clock_ms, FixedClock, VerifyTime};
 use yima_gate::code::Claims;
 use yima_gate::keys::{Alg, KeyPair, KeyRing, Kid};
-use yima_gate::platform::client::BackgroundPlatform;
+use yima_gate::platform::client::AdminClient;
 use yima_gate::policy::TrustState;
 use yima_gate::store::{Create, Store};
 use yima_gate::sync::{SyncOptions, Syncer};
 use yima_gate::verdict::{AccessMode, CodeKind};
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_of("self")
+}
+
+fn rss_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -38,14 +43,37 @@ fn main() {
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("tmp");
     yima_gate::tls::install_provider();
-    let platform = BackgroundPlatform::start(&dir.path().join("platform")).expect("platform");
-    let token = platform
-        .admin
-        .create_terminal("BENCH-1", &[])
-        .expect("terminal");
+    let data = dir.path().join("platform");
+    let mut platform = std::process::Command::new(env!("CARGO_BIN_EXE_yima-gate"))
+        .args([
+            "platform",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("platform");
+    let platform_pid = platform.id().to_string();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(platform.stdout.take().expect("stdout")),
+        &mut banner,
+    )
+    .expect("banner");
+    let url_after = |marker: &str| {
+        let rest = &banner[banner.find(marker).expect(marker) + marker.len()..];
+        rest.split_whitespace().next().expect("url").to_string()
+    };
+    let (sync_url, admin_url) = (url_after("sync API "), url_after("admin API "));
+    let admin_token = std::fs::read_to_string(data.join("admin.token")).expect("token");
+    let admin = AdminClient::new(&admin_url, admin_token.trim()).expect("admin");
+    let token = admin.create_terminal("BENCH-1", &[]).expect("terminal");
     let state = dir.path().join("gate");
-    let enrollment =
-        yima_gate::sync::enroll(&platform.sync_url(), &token, "BENCH-1", &state).expect("enroll");
+    let enrollment = yima_gate::sync::enroll(&sync_url, &token, "BENCH-1", &state).expect("enroll");
 
     // The backlog: n accepted HMAC dynamic codes, recorded durably (pipelined, one wait).
     let now_s = wall_clock_ms() / 1000;
@@ -106,13 +134,16 @@ fn main() {
     )
     .expect("syncer");
     let peak = Arc::new(AtomicU64::new(rss_kib()));
+    let platform_peak = Arc::new(AtomicU64::new(0));
     let start_rss = rss_kib();
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
+        let (peak, platform_peak, done) = (peak.clone(), platform_peak.clone(), done.clone());
+        let pid = platform_pid.clone();
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                platform_peak.fetch_max(rss_of(&pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -124,14 +155,19 @@ fn main() {
     sampler.join().expect("sampler");
     assert_eq!(pushed, n);
     assert_eq!(cp.store().backlog(), 0);
-    let stats = platform.db().stats().expect("stats");
-    assert_eq!(stats.records, n);
+    let stats = admin.get("/admin/v1/stats").expect("stats");
+    assert_eq!(stats["records"].as_u64(), Some(n));
     println!(
-        "drain: {n} records in {secs:.2} s = {:.0} records/s (batches of {}); \
-         RSS at start {:.1} MB, peak during drain {:.1} MB",
+        "drain: {n} records in {secs:.2} s = {:.0} records/s (batches of {}); gateway RSS at \
+         start {:.1} MB, peak during drain {:.1} MB; platform process peak {:.1} MB",
         n as f64 / secs,
         yima_gate::sync::wire::MAX_BATCH,
         start_rss as f64 / 1024.0,
-        peak.load(Ordering::Relaxed) as f64 / 1024.0
+        peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        platform_peak.load(Ordering::Relaxed) as f64 / 1024.0
     );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &platform_pid])
+        .status();
+    let _ = platform.wait();
 }

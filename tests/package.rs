@@ -13,6 +13,15 @@ fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }
 
+/// Debian's name for the architecture the tests run on (the binary under test is packaged).
+fn deb_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        _ => "amd64",
+    }
+}
+
 fn build_deb(out: &Path) -> Option<PathBuf> {
     if !have("dpkg-deb") {
         assert!(std::env::var_os("CI").is_none(), "dpkg-deb missing in CI");
@@ -22,7 +31,7 @@ fn build_deb(out: &Path) -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let o = Command::new("bash")
         .arg(root.join("cross/package-deb.sh"))
-        .arg("amd64")
+        .arg(deb_arch())
         .arg(common::bin())
         .arg(out)
         .output()
@@ -67,7 +76,7 @@ fn the_package_holds_binary_unit_config_and_scripts() {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     assert_eq!(field("Package"), "yima-gate");
-    assert_eq!(field("Architecture"), "amd64");
+    assert_eq!(field("Architecture"), deb_arch());
     assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
     assert!(field("Depends").contains("adduser"));
     let ctl = dir.path().join("control");
@@ -96,7 +105,7 @@ fn the_package_holds_binary_unit_config_and_scripts() {
         .status()
         .expect("-x")
         .success());
-    let v = Command::new(data.join("usr/bin/yima-gate"))
+    let v = common::command_for(&data.join("usr/bin/yima-gate"))
         .arg("--version")
         .output()
         .expect("run");

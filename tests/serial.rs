@@ -52,8 +52,14 @@ fn verdict_lines_arrive_on_the_serial_device_in_order() {
             "got {:?}",
             encoding_rs::GB18030.decode(&got).0
         );
-        let n = master.read(&mut buf).expect("read");
-        got.extend_from_slice(&buf[..n]);
+        match master.read(&mut buf) {
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // EIO: the output thread has not opened the device yet (pty semantics).
+            Err(e) if e.raw_os_error() == Some(5) => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("read: {e}"),
+        }
     }
     // The line discipline was switched to raw at the configured speed.
     let t = rustix::termios::tcgetattr(master.as_fd()).expect("attrs");

@@ -70,6 +70,11 @@ pub fn bin() -> PathBuf {
 /// (`cross/build-aarch64.sh --test` sets `YIMA_TEST_RUNNER`, e.g. `qemu-aarch64-static -L …`),
 /// the binary is started through it too: there is no binfmt_misc to do it for us.
 pub fn gate() -> std::process::Command {
+    command_for(&bin())
+}
+
+/// A command running `program` (built for the target) through `YIMA_TEST_RUNNER` if set.
+pub fn command_for(program: &Path) -> std::process::Command {
     match std::env::var("YIMA_TEST_RUNNER")
         .ok()
         .filter(|r| !r.trim().is_empty())
@@ -77,10 +82,10 @@ pub fn gate() -> std::process::Command {
         Some(runner) => {
             let mut parts = runner.split_whitespace();
             let mut c = std::process::Command::new(parts.next().unwrap_or_default());
-            c.args(parts).arg(bin());
+            c.args(parts).arg(program);
             c
         }
-        None => std::process::Command::new(bin()),
+        None => std::process::Command::new(program),
     }
 }
 
