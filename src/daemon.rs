@@ -65,6 +65,56 @@ pub struct Counters {
     pub by_reason: [AtomicU64; Reason::ALL.len()],
     /// The latest verdicts, newest first (status page feed).
     pub recent: Mutex<std::collections::VecDeque<VerdictReport>>,
+    /// A small PNG of the last decoded camera frame (status page), refreshed at most once a
+    /// second; kept in memory only, served to token holders only.
+    pub thumbnail: Mutex<Option<Thumbnail>>,
+}
+
+/// The last frame, shrunk for the status page.
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    pub png: Vec<u8>,
+    /// When it was taken, ms since the pipeline started.
+    pub at_ms: i64,
+    pub source: Arc<str>,
+}
+
+/// Width of the status page's frame thumbnail, px.
+const THUMBNAIL_WIDTH: u32 = 192;
+/// Least time between two thumbnails, ms (encoding one costs ~1 ms of the decode thread).
+const THUMBNAIL_EVERY_MS: i64 = 1000;
+
+impl Counters {
+    /// Keeps a thumbnail of `frame` if the last one is older than a second.
+    fn maybe_thumbnail(&self, frame: &image::GrayImage, now_ms: i64, source: &Arc<str>) {
+        let due = self
+            .thumbnail
+            .lock()
+            .map(|t| {
+                t.as_ref()
+                    .is_none_or(|t| now_ms - t.at_ms >= THUMBNAIL_EVERY_MS)
+            })
+            .unwrap_or(false);
+        if !due || frame.width() == 0 {
+            return;
+        }
+        let h = (u64::from(frame.height()) * u64::from(THUMBNAIL_WIDTH) / u64::from(frame.width()))
+            .max(1) as u32;
+        let small = image::imageops::thumbnail(frame, THUMBNAIL_WIDTH, h);
+        let mut png = Vec::new();
+        if image::DynamicImage::ImageLuma8(small)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .is_ok()
+        {
+            if let Ok(mut t) = self.thumbnail.lock() {
+                *t = Some(Thumbnail {
+                    png,
+                    at_ms: now_ms,
+                    source: source.clone(),
+                });
+            }
+        }
+    }
 }
 
 /// Verdicts kept for the status page.
@@ -537,6 +587,9 @@ fn decode_loop(slot: Arc<LatestSlot<crate::capture::Frame>>, decoder: Decoder, c
             .into_iter()
             .map(|d| d.text)
             .collect();
+        // After the decode: the thumbnail never delays reading a code.
+        let now = ctx.epoch.elapsed().as_millis() as i64;
+        ctx.counters.maybe_thumbnail(&frame.image, now, &ctx.name);
         ctx.counters
             .decoded
             .fetch_add(texts.len() as u64, Ordering::Relaxed);

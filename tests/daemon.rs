@@ -372,6 +372,18 @@ fn local_api_verifies_reports_and_guards_itself() {
     );
     assert!(metrics.contains("yima_verdicts_total{reason=\"replayed\"} 1"));
     assert!(metrics.contains("yima_sync_backlog_records 3"), "{metrics}");
+    // No camera here: no thumbnail yet, and never without the token.
+    let r = http
+        .get(format!("{base}/api/v1/frame.png"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("frame");
+    assert_eq!(r.status().as_u16(), 404);
+    let r = http
+        .get(format!("{base}/api/v1/frame.png"))
+        .send()
+        .expect("frame");
+    assert_eq!(r.status().as_u16(), 401);
 
     let status: serde_json::Value = http
         .get(format!("{base}/api/v1/status"))

@@ -48,14 +48,20 @@ fn status_page_shows_a_verdict_in_chromium() {
     .expect("trust");
     drop(Store::open(&dir.path().join("state"), Create::Provision, 0).expect("init"));
     let port = common::free_port();
+    // A camera-like source too: one frame (a QR image), for the page's last-frame thumbnail.
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).expect("frames");
+    yima_gate::qr::write_png("not a YM1 code, just a frame", &frames.join("f.png")).expect("png");
     let cfg = dir.path().join("gate.toml");
     std::fs::write(
         &cfg,
         format!(
             "[terminal]\nid = \"PAGE-1\"\nstate_dir = \"{}\"\n[trust]\nkeys = \"{}\"\n[clock]\ntrust_system_clock = true\n\
-             [[source]]\nkind = \"scanner\"\nstdin = true\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+             [[source]]\nkind = \"scanner\"\nstdin = true\n[[source]]\nkind = \"files\"\npaths = [\"{}\"]\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\n",
             dir.path().join("state").display(),
-            trust.display()
+            trust.display(),
+            frames.display()
         ),
     )
     .expect("config");
@@ -116,6 +122,10 @@ fn status_page_shows_a_verdict_in_chromium() {
         "the page shows the verdict; DOM was: {dom:.2000}"
     );
     assert!(dom.contains("PAGE-1"), "the page names the terminal");
+    assert!(
+        dom.contains(r#"id="thumb""#) && dom.contains("src=\"blob:"),
+        "the page shows the last frame: {dom:.3000}"
+    );
     assert!(dom.contains("expired"));
 
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");

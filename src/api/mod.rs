@@ -104,6 +104,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/records", get(records))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/frame.png", get(frame_thumbnail))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
@@ -135,6 +136,22 @@ async fn authorize(State(st): State<Arc<ApiState>>, req: Request, next: Next) ->
         return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
     }
     next.run(req).await
+}
+
+/// The last camera frame, shrunk (404 until a camera or file source has delivered one).
+async fn frame_thumbnail(State(st): State<Arc<ApiState>>) -> Response {
+    let thumb = st.counters.thumbnail.lock().ok().and_then(|t| t.clone());
+    match thumb {
+        Some(t) => (
+            [
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            t.png,
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, "no frame yet"),
+    }
 }
 
 async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
