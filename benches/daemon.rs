@@ -4,7 +4,8 @@
 //! every presentation the latency is pulse time − time the frame was sent. RSS is read from
 //! /proc while idle and while streaming.
 //!
-//! Run: `cargo bench --bench daemon` (release build of the binary; one camera at 10 fps).
+//! Run: `cargo bench --bench daemon` (release build of the binary; one camera at 30 fps, each
+//! code held in view for 9 frames, 0.3 s).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -64,7 +65,8 @@ fn main() {
     drop(Store::open(&dir.path().join("state"), Create::Provision, 0).expect("init"));
 
     let presentations = 60usize;
-    let frames_per = 3usize;
+    // A phone held up for ~0.3 s in front of a 30 fps camera.
+    let frames_per = 9usize;
     // Pre-render every frame (JPEG) so the server only sends.
     let mut gen = GateFrames::new(7);
     let blank = jpeg(&image::GrayImage::from_pixel(1280, 720, image::Luma([90])));
@@ -132,15 +134,15 @@ fn main() {
         conn.write_all(frame).expect("frame");
         conn.write_all(b"\r\n").expect("crlf");
     };
-    // Idle: the daemon up, the camera streaming an empty scene.
-    for _ in 0..20 {
+    let period = Duration::from_micros(33_333); // 30 fps
+                                                // Idle: the daemon up, the camera streaming an empty scene.
+    for _ in 0..60 {
         send(&mut conn, &blank);
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(period);
     }
     let idle_rss = rss_kib(gate.id());
     let mut sent_at = Vec::new();
     let mut busy_rss = 0;
-    let period = Duration::from_millis(100); // 10 fps
     for frames in &shows {
         let t0 = yima_gate::clock::wall_clock_ms();
         sent_at.push(t0);
@@ -149,8 +151,8 @@ fn main() {
             send(&mut conn, f);
             std::thread::sleep(period.saturating_sub(tick.elapsed()));
         }
-        // the code leaves the view
-        for _ in 0..4 {
+        // the code leaves the view (longer than the 300 ms hold-off)
+        for _ in 0..12 {
             send(&mut conn, &blank);
             std::thread::sleep(period);
         }
