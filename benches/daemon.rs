@@ -77,7 +77,9 @@ fn main() {
         let claims = Claims {
             iss: "HLJ-YMTB".into(),
             sub: vec![9; 16],
-            exp: now + 60,
+            // Pre-rendering 540 frames and streaming them takes longer than one 60 s window:
+            // codes (and the gate's refresh time below) live 10 min here; expiry is not measured.
+            exp: now + 600,
             nbf: None,
             iat: now,
             cti,
@@ -102,7 +104,7 @@ fn main() {
     std::fs::write(
         &cfg,
         format!(
-            "[terminal]\nid = \"BENCH\"\nstate_dir = \"{}\"\n[trust]\nkeys = \"{}\"\n[clock]\ntrust_system_clock = true\n\
+            "[terminal]\nid = \"BENCH\"\nstate_dir = \"{}\"\n[trust]\nkeys = \"{}\"\nrefresh_s = 600\n[clock]\ntrust_system_clock = true\n\
              [[source]]\nkind = \"mjpeg\"\nurl = \"http://{cam}/video\"\n[decode]\nhold_off_ms = 300\nbudget_ms = 8\n\
              [relay]\nfile = \"{}\"\npulse_ms = 10\n[api]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("state").display(),

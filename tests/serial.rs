@@ -37,7 +37,9 @@ fn verdict_lines_arrive_on_the_serial_device_in_order() {
     let probe = std::fs::File::open(&device).expect("open slave");
     if let Err(e) = rustix::termios::tcgetattr(&probe) {
         if std::env::var_os("YIMA_TEST_RUNNER").is_some() {
-            eprintln!("SKIP under emulation: tcgetattr on a pty fails here ({e}); covered natively");
+            eprintln!(
+                "SKIP under emulation: tcgetattr on a pty fails here ({e}); covered natively"
+            );
             return;
         }
         panic!("tcgetattr on a pty: {e}");
