@@ -129,14 +129,13 @@ impl Checkpoint {
 
     /// Verifies `text` now.
     pub fn check(&self, text: &str) -> Result<Checked, StoreError> {
-        let at = self.clock.now();
-        self.check_inner(text, at, self.clock.floor_ms())
+        self.check_with_online(text, None)
     }
 
     /// Verifies `text` at a supplied time (audits, replays of old scans, tests); does not move
     /// the terminal's persisted clock floor.
     pub fn check_at(&self, text: &str, at: VerifyTime) -> Result<Checked, StoreError> {
-        self.check_inner(text, at, None)
+        self.check_inner(text, at, None, None)
     }
 
     fn check_inner(
@@ -144,8 +143,9 @@ impl Checkpoint {
         text: &str,
         at: VerifyTime,
         floor: Option<i64>,
+        online: Option<Reason>,
     ) -> Result<Checked, StoreError> {
-        let staged = self.stage(text, at, floor, None)?;
+        let staged = self.stage(text, at, floor, online)?;
         self.store.wait_durable(staged.record.seq)?;
         Ok(staged)
     }
@@ -158,9 +158,7 @@ impl Checkpoint {
         online: Option<Reason>,
     ) -> Result<Checked, StoreError> {
         let at = self.clock.now();
-        let staged = self.stage(text, at, self.clock.floor_ms(), online)?;
-        self.store.wait_durable(staged.record.seq)?;
-        Ok(staged)
+        self.check_inner(text, at, self.clock.floor_ms(), online)
     }
 
     /// Verifies and writes the record but does not wait for it to be durable: the caller
