@@ -74,6 +74,7 @@ fn gate_set() {
     let decoder = Decoder::new(DecoderConfig::live());
     let mut times = Vec::new();
     let mut read = 0;
+    let mut by_stage = std::collections::BTreeMap::<&str, usize>::new();
     let n = 200;
     let diag = std::env::var_os("YIMA_DECODE_DIAG").is_some();
     for i in 0..n {
@@ -99,9 +100,18 @@ fn gate_set() {
         let (frame, params) = frames.frame(&text);
         let t = Instant::now();
         let found = decoder.decode(&frame);
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        if found.iter().any(|d| d.text == text) {
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        times.push(ms);
+        if diag && ms > 15.0 {
+            println!(
+                "slow {i}: {ms:.1} ms, read by {:?}; {}",
+                found.first().map(|d| d.stage),
+                serde_json::to_string(&params).unwrap_or_default()
+            );
+        }
+        if let Some(d) = found.iter().find(|d| d.text == text) {
             read += 1;
+            *by_stage.entry(d.stage).or_default() += 1;
         } else if diag {
             // Would a decoder with no time budget read it? (budget-limited vs unreadable)
             let patient = Decoder::new(DecoderConfig {
@@ -129,6 +139,7 @@ fn gate_set() {
         percentile(&times, 0.99),
         times[times.len() - 1]
     );
+    println!("gate set reads by stage: {by_stage:?}");
 }
 
 fn main() {

@@ -3,9 +3,14 @@
 //!
 //! Stage order (cheapest and most successful first; each stage runs only if the earlier ones
 //! found nothing):
-//! 1. rxing (zxing-cpp/ZXing port; hybrid then global binarizer, try-harder) on the frame;
-//! 2. rqrr on the frame (panic-isolated: rqrr 0.11 asserts on some real images);
-//! 3. `VARIANTS`: inverted, downscaled, upscaled + adaptive threshold, Otsu, smoothed
+//! 1. live frames only (`half_first`): rxing on the 2×2-averaged half frame; then the
+//!    **regions of interest** — 8-connected runs of the busiest edge blocks of the half frame,
+//!    where a code is — each read at full resolution, sharpened, then sharpened and doubled
+//!    (small blurred codes: 3 px modules are lost at half size, not in a full-size crop);
+//!    then an adaptive threshold of the half frame (glare);
+//! 2. rxing (zxing-cpp/ZXing port; hybrid then global binarizer) on the frame;
+//! 3. rqrr on the frame (panic-isolated: rqrr 0.11 asserts on some real images);
+//! 4. `VARIANTS`: inverted, downscaled, upscaled + adaptive threshold, Otsu, smoothed
 //!    upscale, contrast-stretched — each through rxing, the binarized ones through rqrr too.
 //!
 //! **Invariant:** decoding never panics and never runs unbounded: frames are bounded in size
@@ -93,6 +98,26 @@ pub struct Decoder {
 const HALF_ADAPTIVE_RADIUS: u32 = 10;
 const HALF_ADAPTIVE_OFFSET: i64 = 3;
 
+/// Regions of interest read per live frame (the second pays when a bright edge or a second
+/// phone out-scores the code).
+const MAX_REGIONS: usize = 2;
+/// Side of a block of the region finder, in half-frame pixels (16 px of the frame).
+const REGION_BLOCK: usize = 8;
+/// A block is busy when its edge energy exceeds this multiple of the frame's median block
+/// (sensor noise sets the median) and this mean gradient per pixel.
+const REGION_MEDIAN_FACTOR: u64 = 3;
+const REGION_MIN_GRADIENT: u64 = 12;
+/// Smallest busy region worth reading, in blocks per side (a 21-module code at 2 px a module).
+const REGION_MIN_BLOCKS: usize = 3;
+/// Blocks of margin around a busy region (the quiet zone and the finder patterns' edges).
+const REGION_MARGIN_BLOCKS: u32 = 2;
+/// A region with a side longer than this (px) is not doubled: its code's modules are big
+/// enough, and doubling it would cost more than a full-frame pass.
+const REGION_DOUBLE_MAX: u32 = 400;
+/// Unsharp mask of a region: box radius (px) and strength in halves (3 = 1.5×).
+const SHARPEN_RADIUS: u32 = 2;
+const SHARPEN_HALVES: i32 = 3;
+
 /// An image variant tried when the frame itself yields nothing.
 struct Variant {
     name: &'static str,
@@ -122,8 +147,7 @@ const VARIANTS: &[Variant] = &[
     Variant {
         name: "double_adaptive",
         make: |img| {
-            (img.width().max(img.height()) <= 1200)
-                .then(|| adaptive_threshold(&scale_up(img, 2), 30, 5))
+            (img.width().max(img.height()) <= 1200).then(|| adaptive_threshold(&double(img), 30, 5))
         },
         rqrr: true,
     },
@@ -150,7 +174,7 @@ const VARIANTS: &[Variant] = &[
     },
     Variant {
         name: "double",
-        make: |img| (img.width().max(img.height()) <= 1200).then(|| scale_up(img, 2)),
+        make: |img| (img.width().max(img.height()) <= 1200).then(|| double(img)),
         rqrr: false,
     },
     Variant {
@@ -185,19 +209,7 @@ impl Decoder {
             return Vec::new();
         }
         if self.config.half_first && img.width().min(img.height()) >= 480 {
-            let half = downscale2_box(img);
-            let found = rxing_read(&half, self.config.multiple, false, "half_box");
-            if !found.is_empty() {
-                return dedup(found);
-            }
-            // Glare and uneven light: threshold against the local mean (a few modules wide),
-            // which keeps the little contrast a washed-out screen has left.
-            let local = adaptive_threshold(&half, HALF_ADAPTIVE_RADIUS, HALF_ADAPTIVE_OFFSET);
-            let mut found = rxing_read(&local, self.config.multiple, false, "half_adaptive");
-            if found.is_empty() {
-                found = rqrr_read(&local, "half_adaptive");
-            }
-            if !found.is_empty() {
+            if let Some(found) = self.live_stages(img, start) {
                 return dedup(found);
             }
         }
@@ -231,6 +243,53 @@ impl Decoder {
             }
         }
         Vec::new()
+    }
+
+    /// The stages for live frames, cheapest and most productive first (measured on the
+    /// synthetic gate set); `Some` ends the cascade — something was read, or the budget is
+    /// spent — and `None` hands the frame on to the full-frame stages.
+    fn live_stages(&self, img: &GrayImage, start: Instant) -> Option<Vec<Decoded>> {
+        let spent = || start.elapsed() >= self.config.budget;
+        let multiple = self.config.multiple;
+        // Ends the cascade with what a stage found, if it found anything or the budget is spent.
+        macro_rules! stop_if_found_or_spent {
+            ($found:expr) => {
+                let found = $found;
+                if !found.is_empty() || spent() {
+                    return Some(found);
+                }
+            };
+        }
+
+        let half = downscale2_box(img);
+        stop_if_found_or_spent!(rxing_read(&half, multiple, false, "half_box"));
+        // Each region at full resolution, sharpened. A crop also makes rxing's finder search
+        // scan every second or third row instead of every fifth (its row step is a share of
+        // the image height), which small codes need.
+        let mut sharpened = Vec::with_capacity(MAX_REGIONS);
+        for r in regions(&half).into_iter().take(MAX_REGIONS) {
+            let sharp = sharpen(&crop(img, r), SHARPEN_RADIUS, SHARPEN_HALVES);
+            stop_if_found_or_spent!(rxing_read(&sharp, multiple, false, "region_sharp"));
+            sharpened.push(sharp);
+        }
+        // Glare and uneven light: threshold against the local mean (a few modules wide),
+        // which keeps the little contrast a washed-out screen has left.
+        let local = adaptive_threshold(&half, HALF_ADAPTIVE_RADIUS, HALF_ADAPTIVE_OFFSET);
+        stop_if_found_or_spent!(rxing_read(&local, multiple, false, "half_adaptive"));
+        // Small, blurred codes: the sharpened region doubled.
+        for sharp in sharpened
+            .iter()
+            .filter(|s| s.width().max(s.height()) <= REGION_DOUBLE_MAX)
+        {
+            stop_if_found_or_spent!(rxing_read(
+                &double(sharp),
+                multiple,
+                false,
+                "region_sharp_x2"
+            ));
+        }
+        stop_if_found_or_spent!(rqrr_read(&local, "half_adaptive_rqrr"));
+        None
     }
 
     /// One pass of both engines over `img`, no variants (diagnostics, experiments).
@@ -327,18 +386,19 @@ fn rqrr_read(img: &GrayImage, stage: &'static str) -> Vec<Decoded> {
 /// Half size by averaging 2×2 blocks (fast, and keeps module edges crisper than filtering).
 fn downscale2_box(img: &GrayImage) -> GrayImage {
     let (w, h) = (img.width() / 2, img.height() / 2);
-    let src = img.as_raw();
     let sw = img.width() as usize;
     let mut out = Vec::with_capacity((w * h) as usize);
-    for y in 0..h as usize {
-        let (r0, r1) = (2 * y * sw, (2 * y + 1) * sw);
-        for x in 0..w as usize {
-            let s = u16::from(src[r0 + 2 * x])
-                + u16::from(src[r0 + 2 * x + 1])
-                + u16::from(src[r1 + 2 * x])
-                + u16::from(src[r1 + 2 * x + 1]);
-            out.push((s / 4) as u8);
-        }
+    for pair in img.as_raw().chunks_exact(2 * sw).take(h as usize) {
+        let (top, bottom) = pair.split_at(sw);
+        out.extend(
+            top.chunks_exact(2)
+                .zip(bottom.chunks_exact(2))
+                .take(w as usize)
+                .map(|(a, b)| {
+                    ((u16::from(a[0]) + u16::from(a[1]) + u16::from(b[0]) + u16::from(b[1])) / 4)
+                        as u8
+                }),
+        );
     }
     GrayImage::from_raw(w, h, out).unwrap_or_else(|| GrayImage::new(w, h))
 }
@@ -350,8 +410,43 @@ fn scale(img: &GrayImage, f: f64) -> Option<GrayImage> {
         .then(|| image::imageops::resize(img, w, h, FilterType::Triangle))
 }
 
-fn scale_up(img: &GrayImage, k: u32) -> GrayImage {
-    image::imageops::resize(img, img.width() * k, img.height() * k, FilterType::Triangle)
+/// Twice the size, bilinear: each new pixel is ¾ of its nearer source pixel and ¼ of the next
+/// one, in each direction, in integers. (`image::imageops::resize` spends ~60 ms doubling a
+/// 416×480 crop; this takes well under one.)
+fn double(img: &GrayImage) -> GrayImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return img.clone();
+    }
+    let src = img.as_raw();
+    // Rows doubled horizontally, ×4.
+    let mut wide = vec![0u16; 2 * w * h];
+    for (row, out) in src.chunks_exact(w).zip(wide.chunks_exact_mut(2 * w)) {
+        for x in 0..w {
+            let near = 3 * u16::from(row[x]);
+            out[2 * x] = near + u16::from(row[x.saturating_sub(1)]);
+            out[2 * x + 1] = near + u16::from(row[(x + 1).min(w - 1)]);
+        }
+    }
+    let mut out = Vec::with_capacity(4 * w * h);
+    for y in 0..2 * h {
+        let near = y / 2;
+        let far = if y % 2 == 0 {
+            near.saturating_sub(1)
+        } else {
+            (near + 1).min(h - 1)
+        };
+        let (a, b) = (
+            &wide[near * 2 * w..(near + 1) * 2 * w],
+            &wide[far * 2 * w..(far + 1) * 2 * w],
+        );
+        out.extend(
+            a.iter()
+                .zip(b)
+                .map(|(&a, &b)| ((3 * u32::from(a) + u32::from(b) + 8) / 16) as u8),
+        );
+    }
+    GrayImage::from_raw(2 * w as u32, 2 * h as u32, out).unwrap_or_else(|| img.clone())
 }
 
 /// Linear stretch of the 1st–99th percentile range to 0–255.
@@ -391,36 +486,206 @@ fn histogram(img: &GrayImage) -> [u64; 256] {
     h
 }
 
-/// Each pixel against the mean of its (2r+1)² window minus `c` (integral image, O(1) per pixel).
-fn adaptive_threshold(img: &GrayImage, r: u32, c: i64) -> GrayImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let stride = w + 1;
-    let mut integral = vec![0i64; stride * (h + 1)];
-    let raw = img.as_raw();
-    for y in 0..h {
-        let mut row = 0i64;
-        for x in 0..w {
-            row += i64::from(raw[y * w + x]);
-            integral[(y + 1) * stride + x + 1] = integral[y * stride + x + 1] + row;
+/// A rectangle of the frame, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Region {
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+}
+
+/// Where codes probably are: blocks of the half-size frame whose edge energy stands out (a QR
+/// symbol is the busiest texture a gate camera sees; glare, walls and a phone's blank screen
+/// are smooth), grouped into 8-connected regions, busiest first, as rectangles of the full
+/// frame with a margin.
+fn regions(half: &GrayImage) -> Vec<Region> {
+    let (w, h) = (half.width() as usize, half.height() as usize);
+    let b = REGION_BLOCK;
+    let (bw, bh) = (w / b, h / b);
+    if bw < REGION_MIN_BLOCKS || bh < REGION_MIN_BLOCKS {
+        return Vec::new();
+    }
+    // Edge energy per block: |∂x| + |∂y| summed over its pixels.
+    let raw = half.as_raw();
+    let mut energy = vec![0u64; bw * bh];
+    let cols = (bw * b).min(w - 1);
+    for y in 0..(bh * b).min(h - 1) {
+        let (row, below) = (&raw[y * w..(y + 1) * w], &raw[(y + 1) * w..(y + 2) * w]);
+        let blocks = &mut energy[(y / b) * bw..(y / b + 1) * bw];
+        for (i, block) in blocks.iter_mut().enumerate() {
+            let (lo, hi) = (i * b, ((i + 1) * b).min(cols));
+            if lo >= hi {
+                break;
+            }
+            let g: u32 = row[lo..hi]
+                .iter()
+                .zip(&row[lo + 1..hi + 1])
+                .zip(&below[lo..hi])
+                .map(|((&p, &right), &down)| {
+                    u32::from(p.abs_diff(right)) + u32::from(p.abs_diff(down))
+                })
+                .sum();
+            *block += u64::from(g);
         }
     }
+    let mut sorted = energy.clone();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    let threshold = (median * REGION_MEDIAN_FACTOR).max(REGION_MIN_GRADIENT * (b * b) as u64);
+    // 8-connected components of busy blocks: (total energy, [x0, y0, x1, y1] in blocks).
+    let mut seen = vec![false; bw * bh];
+    let mut found: Vec<(u64, [usize; 4])> = Vec::new();
+    let mut stack = Vec::new();
+    for first in 0..bw * bh {
+        if seen[first] || energy[first] <= threshold {
+            continue;
+        }
+        seen[first] = true;
+        stack.push(first);
+        let (mut total, mut bounds) = (0u64, [usize::MAX, usize::MAX, 0, 0]);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % bw, i / bw);
+            total += energy[i];
+            bounds = [
+                bounds[0].min(x),
+                bounds[1].min(y),
+                bounds[2].max(x),
+                bounds[3].max(y),
+            ];
+            for ny in y.saturating_sub(1)..=(y + 1).min(bh - 1) {
+                for nx in x.saturating_sub(1)..=(x + 1).min(bw - 1) {
+                    let j = ny * bw + nx;
+                    if !seen[j] && energy[j] > threshold {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        let [x0, y0, x1, y1] = bounds;
+        if x1 - x0 + 1 >= REGION_MIN_BLOCKS && y1 - y0 + 1 >= REGION_MIN_BLOCKS {
+            found.push((total, bounds));
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    // Blocks → frame pixels (a block is 2·b of them), with the margin, clamped to the frame.
+    let px = (2 * b) as u32;
+    let (fw, fh) = (2 * half.width(), 2 * half.height());
+    let m = REGION_MARGIN_BLOCKS;
+    found
+        .into_iter()
+        .map(|(_, [x0, y0, x1, y1])| {
+            let (left, top) = (
+                (x0 as u32).saturating_sub(m) * px,
+                (y0 as u32).saturating_sub(m) * px,
+            );
+            let (right, bottom) = ((x1 as u32 + 1 + m) * px, (y1 as u32 + 1 + m) * px);
+            Region {
+                x: left,
+                y: top,
+                w: right.min(fw) - left,
+                h: bottom.min(fh) - top,
+            }
+        })
+        .collect()
+}
+
+/// `f(pixel, window sum, window size)` for every pixel of `img`, in order, where the window is
+/// the pixel's (2r+1)² neighbourhood clipped at the image edges: a separable running sum (one
+/// pass along the rows, one down the columns), O(1) per pixel, no division.
+fn map_windows(img: &GrayImage, r: u32, mut f: impl FnMut(u8, u32, u32) -> u8) -> GrayImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
     let r = r as usize;
-    let mut out = img.clone();
-    for (i, p) in out.as_mut().iter_mut().enumerate() {
-        let (x, y) = (i % w, i / w);
-        let (x0, y0) = (x.saturating_sub(r), y.saturating_sub(r));
-        let (x1, y1) = ((x + r + 1).min(w), (y + r + 1).min(h));
-        let sum =
-            integral[y1 * stride + x1] - integral[y0 * stride + x1] - integral[y1 * stride + x0]
-                + integral[y0 * stride + x0];
-        let n = ((x1 - x0) * (y1 - y0)) as i64;
-        *p = if i64::from(*p) * n > sum - c * n {
+    let raw = img.as_raw();
+    if w == 0 || h == 0 {
+        return img.clone();
+    }
+    // Clipped window length along one axis, for each position.
+    let span = |len: usize| -> Vec<u32> {
+        (0..len)
+            .map(|i| ((i + r).min(len - 1) + 1 - i.saturating_sub(r)) as u32)
+            .collect()
+    };
+    let (wx, hy) = (span(w), span(h));
+    // Horizontal window sums of every row.
+    let mut rows = vec![0u32; w * h];
+    for (src, out) in raw.chunks_exact(w).zip(rows.chunks_exact_mut(w)) {
+        let mut sum: u32 = src[..r.min(w - 1) + 1].iter().map(|&p| u32::from(p)).sum();
+        for x in 0..w {
+            out[x] = sum;
+            if x + r + 1 < w {
+                sum += u32::from(src[x + r + 1]);
+            }
+            if x >= r {
+                sum -= u32::from(src[x - r]);
+            }
+        }
+    }
+    // Vertical running sum of the row sums, column by column at once.
+    let mut column: Vec<u32> = vec![0; w];
+    for row in rows.chunks_exact(w).take(r.min(h - 1) + 1) {
+        column.iter_mut().zip(row).for_each(|(c, &s)| *c += s);
+    }
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let src = &raw[y * w..(y + 1) * w];
+        out.extend(
+            src.iter()
+                .zip(&column)
+                .zip(&wx)
+                .map(|((&p, &sum), &n)| f(p, sum, n * hy[y])),
+        );
+        if y + r + 1 < h {
+            let add = &rows[(y + r + 1) * w..(y + r + 2) * w];
+            column.iter_mut().zip(add).for_each(|(c, &s)| *c += s);
+        }
+        if y >= r {
+            let sub = &rows[(y - r) * w..(y - r + 1) * w];
+            column.iter_mut().zip(sub).for_each(|(c, &s)| *c -= s);
+        }
+    }
+    GrayImage::from_raw(img.width(), img.height(), out).unwrap_or_else(|| img.clone())
+}
+
+/// Each pixel against the mean of its (2r+1)² window minus `c`: white when `p > mean − c`,
+/// tested as `p·n + c·n > sum` in integers.
+fn adaptive_threshold(img: &GrayImage, r: u32, c: i64) -> GrayImage {
+    map_windows(img, r, |p, sum, n| {
+        let n = i64::from(n);
+        if (i64::from(p) + c) * n > i64::from(sum) {
             255
         } else {
             0
-        };
+        }
+    })
+}
+
+/// Unsharp mask: each pixel pushed away from its (2r+1)² mean by `halves`/2 of the difference
+/// (gives back the module edges a defocused lens spread out).
+fn sharpen(img: &GrayImage, r: u32, halves: i32) -> GrayImage {
+    // 2¹⁶/n for every window size n (at most (2r+1)²): the mean is a multiply and a shift,
+    // exact to within one level (sum·2¹⁶/n < 2³² since sum ≤ 255·n).
+    let side = 2 * r as usize + 1;
+    let inverse: Vec<u32> = (0..=side * side)
+        .map(|n| (1u32 << 16) / n.max(1) as u32)
+        .collect();
+    map_windows(img, r, |p, sum, n| {
+        let mean = (sum * inverse.get(n as usize).copied().unwrap_or(0)) >> 16;
+        let v = i32::from(p);
+        (v + halves * (v - mean as i32) / 2).clamp(0, 255) as u8
+    })
+}
+
+/// The pixels of `r` (which lies inside `img`) as an image of their own.
+fn crop(img: &GrayImage, r: Region) -> GrayImage {
+    let (w, x, y) = (img.width() as usize, r.x as usize, r.y as usize);
+    let raw = img.as_raw();
+    let mut out = Vec::with_capacity((r.w * r.h) as usize);
+    for row in raw.chunks_exact(w).skip(y).take(r.h as usize) {
+        out.extend_from_slice(&row[x..x + r.w as usize]);
     }
-    out
+    GrayImage::from_raw(r.w, r.h, out).unwrap_or_else(|| GrayImage::new(0, 0))
 }
 
 /// Otsu's global threshold.
