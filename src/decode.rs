@@ -687,11 +687,14 @@ fn adaptive_threshold(img: &GrayImage, r: u32, c: i64) -> GrayImage {
 /// Unsharp mask: each pixel pushed away from its (2r+1)² mean by `halves`/2 of the difference
 /// (gives back the module edges a defocused lens spread out).
 fn sharpen(img: &GrayImage, r: u32, halves: i32) -> GrayImage {
-    // 2¹⁶/n for every window size n (at most (2r+1)²): the mean is a multiply and a shift,
-    // exact to within one level (sum·2¹⁶/n < 2³² since sum ≤ 255·n).
+    // ⌈2¹⁶/n⌉ for every window size n (at most (2r+1)²): the mean is a multiply and a shift,
+    // within one level, and exact on flat areas (sum = k·n gives k while k·(n−1) < 2¹⁶).
     let side = 2 * r as usize + 1;
     let inverse: Vec<u32> = (0..=side * side)
-        .map(|n| (1u32 << 16) / n.max(1) as u32)
+        .map(|n| {
+            let n = n.max(1) as u32;
+            ((1u32 << 16) + n - 1) / n
+        })
         .collect();
     map_windows(img, r, |p, sum, n| {
         let mean = (sum * inverse.get(n as usize).copied().unwrap_or(0)) >> 16;
@@ -778,6 +781,93 @@ mod tests {
             p.0[0] = x as u8;
         }
         assert!(d.decode(&noise).is_empty());
+    }
+
+    #[test]
+    fn window_sums_match_a_direct_count() {
+        let (w, h) = (13i64, 7i64);
+        let img = GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            Luma([((x * 37 + y * 91) % 256) as u8])
+        });
+        for r in [0i64, 1, 2, 5, 20] {
+            let mut got = Vec::new();
+            map_windows(&img, r as u32, |_, sum, n| {
+                got.push((sum, n));
+                0
+            });
+            let mut want = Vec::new();
+            for y in 0..h {
+                for x in 0..w {
+                    let (mut sum, mut n) = (0u32, 0u32);
+                    for yy in (y - r).max(0)..=(y + r).min(h - 1) {
+                        for xx in (x - r).max(0)..=(x + r).min(w - 1) {
+                            sum += u32::from(img.get_pixel(xx as u32, yy as u32).0[0]);
+                            n += 1;
+                        }
+                    }
+                    want.push((sum, n));
+                }
+            }
+            assert_eq!(got, want, "r = {r}");
+        }
+    }
+
+    #[test]
+    fn sharpening_keeps_flat_areas_and_steepens_edges() {
+        let flat = GrayImage::from_pixel(9, 9, Luma([120]));
+        assert_eq!(sharpen(&flat, 2, 3), flat);
+        let edge = GrayImage::from_fn(10, 5, |x, _| Luma([if x < 5 { 60 } else { 180 }]));
+        let s = sharpen(&edge, 2, 3);
+        assert!(s.get_pixel(4, 2).0[0] < 60 && s.get_pixel(5, 2).0[0] > 180);
+        assert_eq!(s.get_pixel(0, 2).0[0], 60);
+    }
+
+    #[test]
+    fn doubling_is_bilinear_and_keeps_flat_areas() {
+        let flat = GrayImage::from_pixel(5, 3, Luma([77]));
+        let d = double(&flat);
+        assert_eq!(d.dimensions(), (10, 6));
+        assert!(d.pixels().all(|p| p.0[0] == 77));
+        // A step 0 | 160: each new pixel is ¾ its own source pixel, ¼ the neighbour.
+        let step = GrayImage::from_fn(2, 1, |x, _| Luma([if x == 0 { 0 } else { 160 }]));
+        let d = double(&step);
+        let row: Vec<u8> = (0..4).map(|x| d.get_pixel(x, 0).0[0]).collect();
+        assert_eq!(row, vec![0, 40, 120, 160]);
+    }
+
+    #[test]
+    fn crop_copies_the_region() {
+        let img = GrayImage::from_fn(9, 6, |x, y| Luma([(x + 10 * y) as u8]));
+        let r = Region {
+            x: 2,
+            y: 1,
+            w: 4,
+            h: 3,
+        };
+        assert_eq!(
+            crop(&img, r),
+            image::imageops::crop_imm(&img, 2, 1, 4, 3).to_image()
+        );
+    }
+
+    #[test]
+    fn the_region_finder_points_at_the_code_and_nowhere_on_a_blank_scene() {
+        let code = crate::qr::render("YM1:6BFOXN*TS0BI$ZD4N9:9S6RCVN5+O30K3", 3).expect("render");
+        // A wall with a gradient and a little texture, the code pasted at (700, 300).
+        let mut frame = GrayImage::from_fn(1280, 720, |x, y| {
+            Luma([(60 + x / 20 + (x * 7 + y * 13) % 5) as u8])
+        });
+        image::imageops::replace(&mut frame, &code, 700, 300);
+        let found = regions(&downscale2_box(&frame));
+        let r = found.first().expect("a region");
+        let (cw, ch) = code.dimensions();
+        assert!(
+            r.x <= 700 && r.y <= 300 && r.x + r.w >= 700 + cw && r.y + r.h >= 300 + ch,
+            "{r:?} does not hold the code"
+        );
+        assert!(r.w < 2 * cw && r.h < 2 * ch, "{r:?} is far larger than the code");
+        let blank = GrayImage::from_pixel(1280, 720, Luma([90]));
+        assert!(regions(&downscale2_box(&blank)).is_empty());
     }
 
     #[test]
