@@ -591,7 +591,7 @@ fn regions(half: &GrayImage) -> Vec<Region> {
             found.push((total, bounds));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     // Blocks → frame pixels (a block is 2·b of them), with the margin, clamped to the frame.
     let px = (2 * b) as u32;
     let (fw, fh) = (2 * half.width(), 2 * half.height());
@@ -693,7 +693,7 @@ fn sharpen(img: &GrayImage, r: u32, halves: i32) -> GrayImage {
     let inverse: Vec<u32> = (0..=side * side)
         .map(|n| {
             let n = n.max(1) as u32;
-            ((1u32 << 16) + n - 1) / n
+            (1u32 << 16).div_ceil(n)
         })
         .collect();
     map_windows(img, r, |p, sum, n| {
@@ -865,7 +865,10 @@ mod tests {
             r.x <= 700 && r.y <= 300 && r.x + r.w >= 700 + cw && r.y + r.h >= 300 + ch,
             "{r:?} does not hold the code"
         );
-        assert!(r.w < 2 * cw && r.h < 2 * ch, "{r:?} is far larger than the code");
+        assert!(
+            r.w < 2 * cw && r.h < 2 * ch,
+            "{r:?} is far larger than the code"
+        );
         let blank = GrayImage::from_pixel(1280, 720, Luma([90]));
         assert!(regions(&downscale2_box(&blank)).is_empty());
     }
