@@ -2,7 +2,10 @@
 //! - real photos (`../shared/datasets/qr-photos`): decoded count, median and p90 decode time
 //!   per image (each image's time is the median of 5 runs of the decode call);
 //! - the synthetic gate set (`yima_gate::synth`, seed 2026, 200 frames of YM1 codes at
-//!   1280×720): decode rate and p50/p99 frame-to-text latency with the live-frame settings.
+//!   1280×720): decode rate, p50/p99 frame-to-text latency with the live-frame settings, and
+//!   which cascade stage read each frame. `YIMA_DECODE_DIAG=1` prints each missed frame (and
+//!   whether a decoder without a budget reads it) and each frame slower than 15 ms;
+//!   `YIMA_DECODE_DUMP=1` saves the missed frames as `/tmp/gate-miss-N.png`.
 
 use std::path::Path;
 use std::time::Instant;

@@ -32,7 +32,8 @@
 //! - [`capture`] — frame and text sources (files, MJPEG over HTTP, scanner lines from a TTY,
 //!   TCP or stdin), the newest-frame-wins slot, camera pixel-format conversion.
 //! - [`camera`] — V4L2 camera (nokhwa) as a source: own pixel conversion, reopen with backoff.
-//! - [`decode`] — frame → code texts: rxing + rqrr cascade over image variants, time-bounded.
+//! - [`decode`] — frame → code texts: rxing + rqrr cascade (half frame, regions of interest at
+//!   full resolution, adaptive passes, image variants), time-bounded.
 //! - [`presentation`] — one presentation per code in view, whatever the frame count.
 //! - [`qr`] — render a code as a QR image; load images within size limits.
 //! - [`synth`] — seeded synthetic 1280×720 gate frames (tests, benches, demo).
