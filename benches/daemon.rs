@@ -105,7 +105,7 @@ fn main() {
         &cfg,
         format!(
             "[terminal]\nid = \"BENCH\"\nstate_dir = \"{}\"\n[trust]\nkeys = \"{}\"\nrefresh_s = 600\n[clock]\ntrust_system_clock = true\n\
-             [[source]]\nkind = \"mjpeg\"\nurl = \"http://{cam}/video\"\n[decode]\nhold_off_ms = 300\nbudget_ms = 8\n\
+             [[source]]\nkind = \"mjpeg\"\nurl = \"http://{cam}/video\"\n[decode]\nhold_off_ms = 300\nbudget_ms = 10\n\
              [relay]\nfile = \"{}\"\npulse_ms = 10\n[api]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("state").display(),
             trust.display(),

@@ -359,7 +359,7 @@ impl Default for RawDecode {
     fn default() -> Self {
         RawDecode {
             hold_off_ms: DEFAULT_HOLD_OFF_MS,
-            budget_ms: 8,
+            budget_ms: 10,
         }
     }
 }

@@ -78,10 +78,12 @@ impl Default for DecoderConfig {
 
 impl DecoderConfig {
     /// For live camera frames: the next frame is 33 ms away and will be tried anyway, so a
-    /// frame that yields nothing quickly is given up.
+    /// frame that yields nothing quickly is given up. 10 ms: on the synthetic gate set the
+    /// rate stops moving with the machine's speed (8 ms gave 95–96 % run to run, 10 ms 96 %
+    /// every time) and the stage running at the deadline still ends within 15 ms.
     pub fn live() -> Self {
         DecoderConfig {
-            budget: Duration::from_millis(8),
+            budget: Duration::from_millis(10),
             multiple: false,
             half_first: true,
             thorough: false,
