@@ -3,11 +3,13 @@
 //!
 //! Stage order (cheapest and most successful first; each stage runs only if the earlier ones
 //! found nothing):
-//! 1. live frames only (`half_first`): rxing on the 2×2-averaged half frame; then the
-//!    **regions of interest** — 8-connected runs of the busiest edge blocks of the half frame,
-//!    where a code is — each read at full resolution, sharpened, then sharpened and doubled
-//!    (small blurred codes: 3 px modules are lost at half size, not in a full-size crop);
-//!    then an adaptive threshold of the half frame (glare);
+//! 1. live frames only (`half_first`, `Decoder::live_stages`): rxing on the 2×2-averaged
+//!    half frame; the **regions of interest** — 8-connected runs of the busiest edge blocks of
+//!    the half frame, where a code is — each read at full resolution, sharpened; the busiest
+//!    region against its local mean (glare on the code); an adaptive threshold of the half
+//!    frame (glare, uneven light); the small regions sharpened and doubled (blurred codes:
+//!    3 px modules are lost at half size, not in a full-size crop); rqrr on the adaptive
+//!    half frame;
 //! 2. rxing (zxing-cpp/ZXing port; hybrid then global binarizer) on the frame;
 //! 3. rqrr on the frame (panic-isolated: rqrr 0.11 asserts on some real images);
 //! 4. `VARIANTS`: inverted, downscaled, upscaled + adaptive threshold, Otsu, smoothed
@@ -272,17 +274,17 @@ impl Decoder {
         // Each region at full resolution, sharpened. A crop also makes rxing's finder search
         // scan every second or third row instead of every fifth (its row step is a share of
         // the image height), which small codes need.
-        let mut crops = Vec::with_capacity(MAX_REGIONS);
+        let mut busiest = None;
         let mut sharpened = Vec::with_capacity(MAX_REGIONS);
         for r in regions(&half).into_iter().take(MAX_REGIONS) {
             let region = crop(img, r);
             let sharp = sharpen(&region, SHARPEN_RADIUS, SHARPEN_HALVES);
             stop_if_found_or_spent!(rxing_read(&sharp, multiple, false, "region_sharp"));
-            crops.push(region);
+            busiest.get_or_insert(region);
             sharpened.push(sharp);
         }
         // Glare on a code: the busiest region against its local mean at full resolution.
-        if let Some(region) = crops.first() {
+        if let Some(region) = &busiest {
             let local = adaptive_threshold(region, REGION_ADAPTIVE_RADIUS, REGION_ADAPTIVE_OFFSET);
             stop_if_found_or_spent!(rxing_read(&local, multiple, false, "region_adaptive"));
         }
@@ -705,7 +707,9 @@ fn sharpen(img: &GrayImage, r: u32, halves: i32) -> GrayImage {
     })
 }
 
-/// The pixels of `r` (which lies inside `img`) as an image of their own.
+/// The pixels of `r` (which lies inside `img`) as an image of their own, copied row slice by
+/// row slice (`image::imageops::crop_imm(..).to_image()` copies pixel by pixel: 0.2 ms for a
+/// 300 px region, against 0.005 ms here).
 fn crop(img: &GrayImage, r: Region) -> GrayImage {
     let (w, x, y) = (img.width() as usize, r.x as usize, r.y as usize);
     let raw = img.as_raw();
