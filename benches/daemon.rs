@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use yima_gate::code::{self, Claims};
-use yima_gate::keys::{write_file_mode, Alg, KeyPair, Kid};
-use yima_gate::store::{Create, Store};
-use yima_gate::synth::GateFrames;
-use yima_gate::verdict::{AccessMode, CodeKind};
+use yima_gate::demo::synth::GateFrames;
+use yima_gate::files::write_durable;
+use yima_gate::verification::code::{self, Claims};
+use yima_gate::verification::keys::{Alg, KeyPair, Kid};
+use yima_gate::verification::verdict::{AccessMode, CodeKind};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -54,7 +54,7 @@ fn main() {
         now + 3600,
     );
     let trust = dir.path().join("trust.json");
-    write_file_mode(
+    write_durable(
         &trust,
         serde_json::to_string(&key.trusted_key().to_entry())
             .expect("json")
@@ -62,7 +62,7 @@ fn main() {
         0o644,
     )
     .expect("trust");
-    drop(Store::open(&dir.path().join("state"), Create::Provision, 0).expect("init"));
+    yima_gate::checkpoint::provision(&dir.path().join("state")).expect("init");
 
     let presentations = 60usize;
     // A phone held up for ~0.3 s in front of a 30 fps camera.

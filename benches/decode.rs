@@ -1,7 +1,7 @@
 //! Decode figures, one thread (run as `taskset -c 0 cargo bench --bench decode`):
 //! - real photos (`../shared/datasets/qr-photos`): decoded count, median and p90 decode time
 //!   per image (each image's time is the median of 5 runs of the decode call);
-//! - the synthetic gate set (`yima_gate::synth`, seed 2026, 200 frames of YM1 codes at
+//! - the synthetic gate set (`yima_gate::demo::synth`, seed 2026, 200 frames of YM1 codes at
 //!   1280×720): decode rate, p50/p99 frame-to-text latency with the live-frame settings, and
 //!   which cascade stage read each frame. `YIMA_DECODE_DIAG=1` prints each missed frame (and
 //!   whether a decoder without a budget reads it) and each frame slower than 15 ms;
@@ -10,11 +10,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use yima_gate::code::{self, Claims};
 use yima_gate::decode::{Decoder, DecoderConfig};
-use yima_gate::keys::{Alg, KeyPair, Kid};
-use yima_gate::synth::GateFrames;
-use yima_gate::verdict::{AccessMode, CodeKind};
+use yima_gate::demo::synth::GateFrames;
+use yima_gate::verification::code::{self, Claims};
+use yima_gate::verification::keys::{Alg, KeyPair, Kid};
+use yima_gate::verification::verdict::{AccessMode, CodeKind};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -36,7 +36,7 @@ fn photos() {
     let mut total = 0;
     for line in manifest.lines().skip(1).filter(|l| !l.is_empty()) {
         let cols: Vec<&str> = line.split('\t').collect();
-        let img = yima_gate::qr::load_gray(&base.join(cols[1])).expect("image");
+        let img = yima_gate::capture::image::load_gray(&base.join(cols[1])).expect("image");
         let expected = std::fs::read(base.join(cols[2])).expect("expected");
         let mut runs = Vec::new();
         let mut found = Vec::new();

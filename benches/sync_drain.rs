@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use yima_gate::checkpoint::Checkpoint;
+use yima_gate::checkpoint::Create;
 use yima_gate::clock::{wall_clock_ms, FixedClock, VerifyTime};
-use yima_gate::code::Claims;
-use yima_gate::keys::{Alg, KeyPair, KeyRing, Kid};
 use yima_gate::platform::client::AdminClient;
-use yima_gate::policy::TrustState;
-use yima_gate::store::{Create, Store};
 use yima_gate::sync::{SyncOptions, Syncer};
-use yima_gate::verdict::{AccessMode, CodeKind};
+use yima_gate::verification::code::Claims;
+use yima_gate::verification::keys::{Alg, KeyPair, KeyRing, Kid};
+use yima_gate::verification::trust::TrustState;
+use yima_gate::verification::verdict::{AccessMode, CodeKind};
 
 fn rss_kib() -> u64 {
     rss_of("self")
@@ -42,7 +42,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("tmp");
-    yima_gate::tls::install_provider();
+    yima_gate::sync::tls::install_provider();
     let data = dir.path().join("platform");
     let mut platform = std::process::Command::new(env!("CARGO_BIN_EXE_yima-gate"))
         .args([
@@ -87,9 +87,14 @@ fn main() {
         keys: KeyRing::new([key.trusted_key()]),
         ..TrustState::default()
     };
-    let store = Store::open(&state, Create::Provision, wall_clock_ms()).expect("store");
+
     let at = VerifyTime::trusted(now_s * 1000);
-    let cp = Arc::new(Checkpoint::new(store, Arc::new(FixedClock(at)), trust));
+    let cp = Arc::new(
+        Checkpoint::open(&state, Create::Provision, trust, |_| {
+            Arc::new(FixedClock(at))
+        })
+        .expect("store"),
+    );
     let t = Instant::now();
     let mut last = 0;
     for i in 0..n {
@@ -111,14 +116,18 @@ fn main() {
             serial: None,
             version: None,
         };
-        let text = yima_gate::code::mint(&key.signing, &key.kid, &claims);
-        last = cp.check_staged(&text).expect("record").record.seq;
+        let text = yima_gate::verification::code::mint(&key.signing, &key.kid, &claims);
+        last = cp
+            .check_staged(&text)
+            .expect("record")
+            .seq()
+            .expect("recorded");
     }
     cp.wait_durable(last).expect("durable");
     println!(
         "backlog: {n} records built in {:.1} s; store {:.1} MB; RSS {:.1} MB",
         t.elapsed().as_secs_f64(),
-        cp.store().size_on_disk() as f64 / 1e6,
+        cp.status().bytes as f64 / 1e6,
         rss_kib() as f64 / 1024.0
     );
 
@@ -154,7 +163,7 @@ fn main() {
     done.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler");
     assert_eq!(pushed, n);
-    assert_eq!(cp.store().backlog(), 0);
+    assert_eq!(cp.status().backlog, 0);
     let stats = admin.get("/admin/v1/stats").expect("stats");
     assert_eq!(stats["records"].as_u64(), Some(n));
     println!(

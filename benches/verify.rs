@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use yima_gate::checkpoint::Checkpoint;
+use yima_gate::checkpoint::Create;
 use yima_gate::clock::{FixedClock, VerifyTime};
-use yima_gate::code::{self, Claims};
-use yima_gate::keys::{Alg, KeyPair, KeyRing, Kid};
-use yima_gate::policy::TrustState;
-use yima_gate::store::{Create, Store};
-use yima_gate::verdict::{AccessMode, CodeKind};
-use yima_gate::verifier::{verify, NothingSpent};
+use yima_gate::verification::code::{self, Claims};
+use yima_gate::verification::keys::{Alg, KeyPair, KeyRing, Kid};
+use yima_gate::verification::trust::TrustState;
+use yima_gate::verification::verdict::{AccessMode, CodeKind};
+use yima_gate::verification::verifier::{verify, NothingSpent};
 
 const T0: i64 = 1_800_000_000;
 
@@ -107,8 +107,12 @@ fn verify_only(c: &mut Criterion) {
 fn durable_run(k: &KeyPair, threads: usize, iters: u64, serial: &mut u64) -> Duration {
     // On the real disk (not a tmpfs /tmp): fsync must cost what it costs on a gate.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
-    let store = Store::open(dir.path(), Create::Provision, 0).expect("open");
-    let cp = Arc::new(Checkpoint::new(store, Arc::new(FixedClock(at())), trust(k)));
+    let cp = Arc::new(
+        Checkpoint::open(dir.path(), Create::Provision, trust(k), |_| {
+            Arc::new(FixedClock(at()))
+        })
+        .expect("open"),
+    );
     let texts: Vec<String> = (0..iters)
         .map(|_| {
             *serial += 1;
@@ -121,7 +125,7 @@ fn durable_run(k: &KeyPair, threads: usize, iters: u64, serial: &mut u64) -> Dur
         for t in &texts {
             let staged = cp.check_staged_at(t, at()).expect("stage");
             assert!(staged.accepted());
-            window.push_back(staged.record.seq);
+            window.push_back(staged.seq().expect("recorded"));
             if window.len() == 256 {
                 cp.wait_durable(window.pop_front().unwrap_or_default())
                     .expect("durable");

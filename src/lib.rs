@@ -89,34 +89,34 @@
 //!   presented codes and verdicts through bounded channels that block.
 //! - **Nothing panics on input.** Parsers are total; the QR decoders run under `catch_unwind`.
 
-pub mod api;
-pub mod camera;
-pub mod capture;
-pub mod checkpoint;
-pub mod cli;
+pub mod verification;
+
 pub mod clock;
-pub mod code;
-pub mod config;
-pub mod daemon;
+
+pub mod capture;
 pub mod decode;
-pub mod demo;
-pub mod doctor;
-pub mod hook;
-pub mod keys;
-pub mod pki;
-pub mod platform;
-pub mod policy;
 pub mod presentation;
-pub mod qr;
-pub mod record;
-pub mod relay;
-pub mod rules;
-pub mod serial;
+
+pub mod checkpoint;
 pub mod store;
+
+pub mod act;
+
 pub mod sync;
-pub mod synth;
-pub mod tls;
-pub mod verdict;
-pub mod verifier;
-pub mod webhook;
-pub mod worker;
+
+pub mod api;
+pub mod telemetry;
+
+pub mod daemon;
+
+pub mod cli;
+
+pub mod files;
+pub mod local_trust;
+pub mod render;
+
+#[cfg(feature = "platform")]
+pub mod platform;
+
+#[cfg(feature = "platform")]
+pub mod demo;

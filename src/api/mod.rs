@@ -23,9 +23,9 @@ use zeroize::Zeroizing;
 
 use crate::checkpoint::Checkpoint;
 use crate::clock::Clock;
-use crate::daemon::Counters;
 use crate::decode::Decoder;
-use crate::verdict::Reason;
+use crate::telemetry::Counters;
+use crate::verification::verdict::Reason;
 
 const OPENAPI: &str = include_str!("openapi.json");
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -179,7 +179,7 @@ async fn verify(State(st): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes
         .to_ascii_lowercase();
     let text = if ctype.starts_with("image/") {
         let decoded = tokio::task::spawn_blocking(move || -> Result<Option<String>, String> {
-            let img = crate::qr::load_gray_bytes(&body).map_err(|e| e.to_string())?;
+            let img = crate::capture::image::load_gray_bytes(&body).map_err(|e| e.to_string())?;
             Ok(Decoder::default()
                 .decode(&img)
                 .into_iter()
@@ -219,19 +219,13 @@ async fn verify(State(st): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes
     match checked {
         Ok(Ok(checked)) => {
             st.counters.verdict(&checked);
-            Json(checked.report()).into_response()
-        }
-        Ok(Err(crate::store::StoreError::BacklogFull { .. })) => {
-            st.counters.backlog_full.fetch_add(1, Ordering::Relaxed);
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({
-                    "accepted": false,
-                    "reason": "backlog_full",
-                    "message": crate::daemon::BACKLOG_FULL_MESSAGE,
-                })),
-            )
-                .into_response()
+            // Unrecorded: the terminal cannot take more records (503, the verdict beside it).
+            let status = if checked.record.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, Json(checked.report())).into_response()
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "api: verification could not be recorded");
@@ -267,7 +261,7 @@ async fn records(State(st): State<Arc<ApiState>>, Query(q): Query<RecordQuery>) 
         let mut next = q.from_seq.unwrap_or(0);
         let mut scanned = 0usize;
         while out.len() < limit && scanned < 20 * MAX_PAGE {
-            let chunk = cp.store().records_from(next, MAX_PAGE)?;
+            let chunk = cp.records_from(next, MAX_PAGE)?;
             if chunk.is_empty() {
                 return Ok::<_, crate::store::StoreError>((out, None));
             }
@@ -300,7 +294,7 @@ async fn records(State(st): State<Arc<ApiState>>, Query(q): Query<RecordQuery>) 
 
 async fn status(State(st): State<Arc<ApiState>>) -> Response {
     let c = &st.counters;
-    let store = st.checkpoint.store();
+    let store = st.checkpoint.status();
     let trust = st.checkpoint.trust();
     let by_reason: BTreeMap<&str, u64> = Reason::ALL
         .iter()
@@ -318,17 +312,8 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
     Json(serde_json::json!({
         "terminal": st.terminal,
         "ready": st.ready.load(Ordering::SeqCst),
-        "clock": { "trusted": now.trusted, "now_ms": now.unix_ms, "floor_ms": store.clock_floor_ms() },
-        "store": {
-            "open_state": format!("{:?}", store.open_state()),
-            "backlog": store.backlog(),
-            "synced_through": store.synced_through(),
-            "next_seq": store.next_seq(),
-            "durable_seq": store.durable_seq(),
-            "replay_tags": store.replay_tag_count(),
-            "replay_guard_from_ms": store.replay_guard(),
-            "bytes": store.size_on_disk(),
-        },
+        "clock": { "trusted": now.trusted, "now_ms": now.unix_ms, "floor_ms": store.clock_floor_ms },
+        "store": store,
         "trust": {
             "keys": trust.keys.len(),
             "static_codes": trust.statuses.len(),
@@ -344,7 +329,6 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
             "presentations": c.presentations.load(Ordering::Relaxed),
             "verified": c.verified.load(Ordering::Relaxed),
             "accepted": c.accepted.load(Ordering::Relaxed),
-            "backlog_full_refusals": c.backlog_full.load(Ordering::Relaxed),
             "by_reason": by_reason,
         },
         "recent": recent,
@@ -364,7 +348,7 @@ fn sync_summary(st: &ApiState, now_ms: i64) -> serde_json::Value {
     };
     let issued = ms(&s.bundle_issued_at_ms);
     let until = ms(&s.policy_valid_until_ms);
-    let store = st.checkpoint.store();
+    let outbox = st.checkpoint.outbox();
     serde_json::json!({
         "terminal": syncer.terminal_id(),
         "last_pull_ok_ms": ms(&s.last_pull_ok_ms),
@@ -373,8 +357,8 @@ fn sync_summary(st: &ApiState, now_ms: i64) -> serde_json::Value {
         "policy_age_ms": issued.map(|i| now_ms - i),
         "policy_valid_until_ms": until,
         "policy_stale": until.is_some_and(|u| now_ms > u),
-        "backlog": store.backlog(),
-        "oldest_unsynced_ms": store.oldest_unsynced_ms().ok().flatten(),
+        "backlog": outbox.backlog(),
+        "oldest_unsynced_ms": outbox.oldest_unsynced_ms().ok().flatten(),
         "records_pushed": s.records_pushed.load(Ordering::Relaxed),
         "conflicts": s.conflicts.load(Ordering::Relaxed),
         "bundles_refused": s.bundles_refused.load(Ordering::Relaxed),
@@ -385,7 +369,8 @@ fn sync_summary(st: &ApiState, now_ms: i64) -> serde_json::Value {
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     use std::fmt::Write;
     let c = &st.counters;
-    let store = st.checkpoint.store();
+    let store = st.checkpoint.status();
+    let outbox = st.checkpoint.outbox();
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {
         let _ = writeln!(
@@ -431,27 +416,19 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     gauge(
         "yima_sync_backlog_records",
         "Verification records waiting for the platform.",
-        store.backlog(),
+        store.backlog,
     );
-    gauge(
-        "yima_store_bytes",
-        "Store size on disk.",
-        store.size_on_disk(),
-    );
+    gauge("yima_store_bytes", "Store size on disk.", store.bytes);
     gauge(
         "yima_store_durable_seq",
         "Highest durable sequence number.",
-        store.durable_seq(),
+        store.durable_seq,
     );
-    gauge(
-        "yima_replay_tags",
-        "Replay tags held.",
-        store.replay_tag_count() as u64,
-    );
+    gauge("yima_replay_tags", "Replay tags held.", store.replay_tags);
     gauge(
         "yima_store_commit_rounds",
         "Flush + fsync rounds since start.",
-        store.sync_count(),
+        store.commit_rounds,
     );
     gauge(
         "yima_clock_trusted",
@@ -464,15 +441,10 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         u64::from(st.ready.load(Ordering::SeqCst)),
     );
     let now_ms = st.clock.now().unix_ms;
-    gauge(
-        "yima_backlog_full_refusals",
-        "Codes refused unrecorded because the backlog quota was reached.",
-        c.backlog_full.load(Ordering::Relaxed),
-    );
     if let Some(syncer) = &st.syncer {
         let s = &syncer.status;
         let secs = |v: i64| u64::try_from(v / 1000).unwrap_or(0);
-        let oldest = store.oldest_unsynced_ms().ok().flatten();
+        let oldest = outbox.oldest_unsynced_ms().ok().flatten();
         gauge(
             "yima_sync_oldest_record_age_seconds",
             "Age of the oldest record waiting for the platform.",
@@ -524,17 +496,17 @@ pub fn load_or_create_token(
     state_dir: &std::path::Path,
 ) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     if let Some(f) = token_file {
-        return Ok(crate::keys::read_secret_file(f)?);
+        return Ok(crate::files::read_secret(f)?);
     }
     let path = state_dir.join("api.token");
     if path.exists() {
-        return Ok(crate::keys::read_secret_file(&path)?);
+        return Ok(crate::files::read_secret(&path)?);
     }
     let mut raw = [0u8; 24];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
-    let token = crate::keys::b64_encode(&raw);
+    let token = crate::verification::keys::b64_encode(&raw);
     std::fs::create_dir_all(state_dir)?;
-    crate::keys::write_file_mode(&path, token.as_bytes(), 0o600)?;
+    crate::files::write_durable(&path, token.as_bytes(), 0o600)?;
     tracing::info!(path = %path.display(), "api: generated a token");
     Ok(Zeroizing::new(token.into_bytes()))
 }

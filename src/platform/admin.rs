@@ -16,10 +16,10 @@ use subtle::ConstantTimeEq;
 
 use super::db::PlatformError;
 use super::{error, platform_error, Fault, PlatformState};
-use crate::keys::Alg;
-use crate::policy::StaticState;
 use crate::sync::wire::PlatformSettings;
-use crate::verdict::{AccessMode, CodeKind};
+use crate::verification::keys::Alg;
+use crate::verification::trust::StaticState;
+use crate::verification::verdict::{AccessMode, CodeKind};
 
 pub fn router(state: Arc<PlatformState>) -> Router {
     Router::new()

@@ -75,7 +75,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(base: &str, token: &str) -> anyhow::Result<AdminClient> {
-        crate::tls::install_provider();
+        crate::sync::tls::install_provider();
         Ok(AdminClient {
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))

@@ -28,16 +28,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::code::Claims;
-use crate::keys::{Alg, KeyPair, Kid, SigningKey};
-use crate::pki::Authority;
-use crate::policy::{StaticState, StaticStatus, Terminal, TrustState};
+use crate::platform::ca::Authority;
 use crate::sync::wire::{
     Bundle, PlatformSettings, PushReply, RecordBatch, RecordWire, StatusChange, StatusDelta,
     TerminalProfile,
 };
-use crate::verdict::{AccessMode, CodeKind, Reason};
-use crate::verifier::{ReplayStatus, ReplayTag, ReplayView};
+use crate::verification::code::Claims;
+use crate::verification::keys::{Alg, KeyPair, Kid, SigningKey};
+use crate::verification::trust::{StaticState, StaticStatus, Terminal, TrustState};
+use crate::verification::verdict::{AccessMode, CodeKind, Reason};
+use crate::verification::verifier::{ReplayStatus, ReplayTag, ReplayView};
 
 /// The issuer name of codes this platform mints.
 pub const ISSUER: &str = "YMTB-REF";
@@ -325,7 +325,7 @@ impl Db {
     }
 
     pub fn set_settings(&self, s: &PlatformSettings) -> Result<()> {
-        crate::policy::Settings::new(s.refresh_s, s.skew_s)
+        crate::verification::trust::Settings::new(s.refresh_s, s.skew_s)
             .map_err(|e| PlatformError::BadRequest(e.to_string()))?;
         if s.max_offline_s <= 0 || s.sync_interval_s == 0 {
             return Err(PlatformError::BadRequest(
@@ -410,7 +410,7 @@ impl Db {
                 let t = pair.trusted_key();
                 serde_json::json!({
                     "kid": kid, "alg": t.alg().name(), "kinds": rec.kinds,
-                    "retired": rec.retired, "not_after": crate::keys::format_time(t.not_after),
+                    "retired": rec.retired, "not_after": crate::verification::keys::format_time(t.not_after),
                 })
             })
             .collect())
@@ -427,7 +427,7 @@ impl Db {
             .max_by_key(|(_, _, r)| r.created_ms))
     }
 
-    fn trust_entries(&self) -> Result<Vec<crate::keys::TrustEntry>> {
+    fn trust_entries(&self) -> Result<Vec<crate::verification::keys::TrustEntry>> {
         let now = now_ms() / 1000;
         Ok(self
             .all_keys()?
@@ -561,7 +561,11 @@ impl Db {
             version: None,
         };
         self.count("codes_minted")?;
-        Ok(crate::code::mint(&pair.signing, &pair.kid, &claims))
+        Ok(crate::verification::code::mint(
+            &pair.signing,
+            &pair.kid,
+            &claims,
+        ))
     }
 
     // ---- static codes ----
@@ -655,7 +659,11 @@ impl Db {
             version: Some(rec.version),
         };
         self.count("codes_minted")?;
-        Ok(crate::code::mint(&pair.signing, &pair.kid, &claims))
+        Ok(crate::verification::code::mint(
+            &pair.signing,
+            &pair.kid,
+            &claims,
+        ))
     }
 
     /// 启用 / 停用 / 挂失 / 注销: sets the state of a static code.
@@ -777,9 +785,9 @@ impl Db {
             .authority
             .sign_terminal(csr_pem, &id)
             .map_err(|e| PlatformError::BadRequest(format!("certificate request: {e}")))?;
-        let der =
-            crate::pki::certs_from_pem(&cert).map_err(|e| PlatformError::Storage(e.to_string()))?;
-        let fp = crate::pki::fingerprint(&der[0]);
+        let der = crate::sync::tls::certs_from_pem(&cert)
+            .map_err(|e| PlatformError::Storage(e.to_string()))?;
+        let fp = crate::sync::tls::fingerprint(&der[0]);
         if let Some(old) = &rec.cert_fingerprint {
             self.certs.remove(old.as_bytes())?;
         }
@@ -999,7 +1007,8 @@ impl Db {
     fn add_stats(&self, terminal: &str, records: &[&RecordWire]) -> Result<()> {
         let mut counts: HashMap<String, u64> = HashMap::new();
         for r in records {
-            let hour = crate::keys::format_time((r.at_ms.div_euclid(3_600_000)) * 3600);
+            let hour =
+                crate::verification::keys::format_time((r.at_ms.div_euclid(3_600_000)) * 3600);
             for key in [
                 format!("verdict\u{0}{}", r.reason.code()),
                 format!("service\u{0}{}", r.service.as_deref().unwrap_or("-")),
@@ -1091,14 +1100,17 @@ impl Db {
         }
         let settings = self.settings()?;
         let mut trust = TrustState {
-            keys: crate::keys::KeyRing::new(
+            keys: crate::verification::keys::KeyRing::new(
                 self.trust_entries()?
                     .iter()
-                    .filter_map(|e| crate::keys::TrustedKey::from_entry(e).ok()),
+                    .filter_map(|e| crate::verification::keys::TrustedKey::from_entry(e).ok()),
             ),
             terminal: Terminal::default(),
-            settings: crate::policy::Settings::new(settings.refresh_s, settings.skew_s)
-                .map_err(|e| PlatformError::Storage(e.to_string()))?,
+            settings: crate::verification::trust::Settings::new(
+                settings.refresh_s,
+                settings.skew_s,
+            )
+            .map_err(|e| PlatformError::Storage(e.to_string()))?,
             ..TrustState::default()
         };
         for kv in self.statics.iter() {
@@ -1133,7 +1145,7 @@ impl Db {
             spent: &self.spent,
             now_ms: at.unix_ms,
         };
-        let v = crate::verifier::verify(code, at, &trust, &view);
+        let v = crate::verification::verifier::verify(code, at, &trust, &view);
         if let Some(claim) = v.replay {
             self.spent
                 .insert(claim.tag.0, &claim.expires_at_ms.to_be_bytes())?;

@@ -8,6 +8,7 @@
 //! API needs the admin token (`<data>/admin.token`, 0600) and binds to loopback by default.
 
 pub mod admin;
+pub mod ca;
 pub mod client;
 pub mod db;
 
@@ -250,7 +251,7 @@ async fn decode(
     if !t.authorized {
         return error(StatusCode::FORBIDDEN, "terminal is revoked");
     }
-    if req.code.len() > crate::code::MAX_TEXT_LEN * 2 {
+    if req.code.len() > crate::verification::code::MAX_TEXT_LEN * 2 {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "code too long");
     }
     let st2 = st.clone();
@@ -309,7 +310,7 @@ impl RunningPlatform {
 fn load_or_create_admin_token(data: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
     let path = data.join("admin.token");
     if path.exists() {
-        let bytes = crate::keys::read_secret_file(&path)?;
+        let bytes = crate::files::read_secret(&path)?;
         return Ok(zeroize::Zeroizing::new(
             String::from_utf8_lossy(&bytes).into_owned(),
         ));
@@ -317,14 +318,14 @@ fn load_or_create_admin_token(data: &Path) -> anyhow::Result<zeroize::Zeroizing<
     let mut raw = [0u8; 24];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
     let token = hex::encode(raw);
-    crate::keys::write_file_mode(&path, token.as_bytes(), 0o600)
+    crate::files::write_durable(&path, token.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(zeroize::Zeroizing::new(token))
 }
 
 /// Opens the platform's state and starts serving (inside a tokio runtime).
 pub async fn start(opts: PlatformOptions) -> anyhow::Result<RunningPlatform> {
-    crate::tls::install_provider();
+    crate::sync::tls::install_provider();
     let data = opts.data.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(&data))
         .await?
@@ -345,7 +346,7 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<RunningPlatform> {
         names.push("127.0.0.1".into());
     }
     let (chain, key) = db.authority.server_cert(&names)?;
-    let tls = crate::pki::server_config(&chain, &key, &db.authority.cert_pem)?;
+    let tls = crate::platform::ca::server_config(&chain, &key, &db.authority.cert_pem)?;
 
     let state = Arc::new(PlatformState {
         db,
@@ -424,7 +425,7 @@ async fn serve_tls(
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| crate::pki::fingerprint(c));
+                .map(|c| crate::sync::tls::fingerprint(c));
             let peer = Peer(fp);
             let service =
                 hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {

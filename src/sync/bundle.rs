@@ -8,9 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{Alg, KeyRing, SigningKey, TrustedKey, VerifyingKey};
-use crate::policy::{Scenes, Settings, StaticStatus, Terminal, TrustState};
 use crate::sync::wire::{Bundle, RootKey, SignedBundle, StatusChange};
+use crate::verification::keys::{Alg, KeyRing, SigningKey, TrustedKey, VerifyingKey};
+use crate::verification::trust::{Scenes, Settings, StaticStatus, Terminal, TrustState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -201,8 +201,8 @@ pub fn trust_state(bundle: &Bundle, cache: &PolicyCache) -> Result<TrustState, B
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::StaticState;
     use crate::sync::wire::{PlatformSettings, StatusDelta, TerminalProfile};
+    use crate::verification::trust::StaticState;
 
     fn bundle(at: i64, full: bool, changes: Vec<StatusChange>) -> Bundle {
         Bundle {

@@ -17,25 +17,23 @@
 //!   back after an outage do not arrive in step.
 
 pub mod bundle;
+pub mod client;
+pub mod enrollment;
+pub mod tls;
 pub mod wire;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
-
 use crate::checkpoint::Checkpoint;
-use crate::keys::VerifyingKey;
 use crate::store::StoreError;
-use crate::verdict::{CodeKind, Reason};
+use crate::verification::keys::VerifyingKey;
+use crate::verification::verdict::{CodeKind, Reason};
 use bundle::PolicyCache;
-use wire::{
-    DecodeReply, DecodeRequest, EnrollRequest, EnrollResponse, PushReply, RecordBatch, RecordWire,
-    RootKey, SignedBundle,
-};
+pub use client::PlatformClient;
+pub use enrollment::{enroll, EnrollToken, Enrollment};
+use wire::{RecordBatch, RecordWire};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -55,263 +53,6 @@ pub enum SyncError {
     Enrollment(String),
 }
 
-fn transport(e: reqwest::Error) -> SyncError {
-    // reqwest's Display names the URL but never a body: no personal data leaves here.
-    SyncError::Transport(e.to_string())
-}
-
-/// What enrollment leaves on the terminal: `<state_dir>/enrollment.json`, mode 0600.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct Enrollment {
-    pub terminal_id: String,
-    pub platform_url: String,
-    pub ca_pem: String,
-    pub cert_pem: String,
-    /// The terminal's private key (generated here, never sent).
-    pub key_pem: String,
-    /// The pinned bundle-signing key.
-    pub root_key: RootKey,
-}
-
-impl std::fmt::Debug for Enrollment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Enrollment")
-            .field("terminal_id", &self.terminal_id)
-            .field("platform_url", &self.platform_url)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Enrollment {
-    pub const FILE: &'static str = "enrollment.json";
-
-    /// The enrollment in `state_dir`, if the terminal has one.
-    pub fn load(state_dir: &Path) -> Result<Option<Enrollment>, SyncError> {
-        let path = state_dir.join(Self::FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let bytes = crate::keys::read_secret_file(&path)
-            .map_err(|e| SyncError::Enrollment(e.to_string()))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| SyncError::Enrollment(format!("{}: {e}", path.display())))
-    }
-
-    /// Writes the enrollment (0600) atomically: a crash leaves the old one or the new one.
-    pub fn save(&self, state_dir: &Path) -> Result<(), SyncError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| SyncError::Enrollment(format!("{}: {e}", state_dir.display())))?;
-        let json = Zeroizing::new(serde_json::to_vec_pretty(self).unwrap_or_default());
-        let tmp = state_dir.join(format!("{}.tmp", Self::FILE));
-        let io = |e: std::io::Error| SyncError::Enrollment(format!("{}: {e}", state_dir.display()));
-        crate::keys::write_file_mode(&tmp, &json, 0o600).map_err(io)?;
-        std::fs::rename(&tmp, state_dir.join(Self::FILE)).map_err(io)?;
-        std::fs::File::open(state_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
-    }
-
-    fn root(&self) -> Result<VerifyingKey, SyncError> {
-        Ok(bundle::root_key(&self.root_key)?)
-    }
-}
-
-/// An enrollment token as the platform prints it: `ymt1.<secret>.<CA fingerprint>`, the
-/// fingerprint being the SHA-256 of the platform CA certificate (hex). The terminal trusts
-/// the platform on first contact only if its chain carries that CA.
-#[derive(Debug)]
-pub struct EnrollToken {
-    pub secret: Zeroizing<String>,
-    pub ca_fingerprint: String,
-}
-
-impl EnrollToken {
-    pub fn format(secret: &str, ca_fingerprint: &str) -> String {
-        format!("ymt1.{secret}.{ca_fingerprint}")
-    }
-
-    pub fn parse(token: &str) -> Result<EnrollToken, SyncError> {
-        let mut parts = token.trim().split('.');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("ymt1"), Some(secret), Some(fp), None)
-                if !secret.is_empty()
-                    && fp.len() == 64
-                    && fp.bytes().all(|b| b.is_ascii_hexdigit()) =>
-            {
-                Ok(EnrollToken {
-                    secret: Zeroizing::new(secret.to_string()),
-                    ca_fingerprint: fp.to_ascii_lowercase(),
-                })
-            }
-            _ => Err(SyncError::Enrollment(
-                "token is not of the form ymt1.<secret>.<64 hex digits>".into(),
-            )),
-        }
-    }
-}
-
-fn http_client(
-    tls: rustls::ClientConfig,
-    timeout: Duration,
-) -> Result<reqwest::blocking::Client, SyncError> {
-    crate::tls::install_provider();
-    reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .map_err(transport)
-}
-
-fn base_url(url: &str) -> String {
-    url.trim_end_matches('/').to_string()
-}
-
-/// Error text of a non-2xx answer (the platform's `ErrorBody`, else the status).
-fn status_error(resp: reqwest::blocking::Response) -> SyncError {
-    let status = resp.status().as_u16();
-    let message = resp
-        .json::<wire::ErrorBody>()
-        .map(|b| b.error)
-        .unwrap_or_else(|_| "no error body".into());
-    SyncError::Status { status, message }
-}
-
-/// Enrolls this terminal: a fresh key and certificate request, sent with the one-time token to
-/// a platform whose CA the token pins; the certificate, CA and root key come back and are saved.
-pub fn enroll(
-    platform_url: &str,
-    token: &str,
-    terminal_id: &str,
-    state_dir: &Path,
-) -> Result<Enrollment, SyncError> {
-    let token = EnrollToken::parse(token)?;
-    let (key_pem, csr_pem) = crate::pki::terminal_request(terminal_id)
-        .map_err(|e| SyncError::Enrollment(e.to_string()))?;
-    let tls = crate::pki::pinned_client_config(&token.ca_fingerprint)
-        .map_err(|e| SyncError::Enrollment(e.to_string()))?;
-    let http = http_client(tls, Duration::from_secs(15))?;
-    let base = base_url(platform_url);
-    let resp = http
-        .post(format!("{base}/v1/enroll"))
-        .header("X-Yima-Protocol", wire::PROTOCOL)
-        .json(&EnrollRequest {
-            token: token.secret.to_string(),
-            csr_pem,
-        })
-        .send()
-        .map_err(transport)?;
-    if !resp.status().is_success() {
-        return Err(status_error(resp));
-    }
-    let reply: EnrollResponse = resp.json().map_err(|e| SyncError::Reply(e.to_string()))?;
-    if reply.terminal_id != terminal_id {
-        return Err(SyncError::Enrollment(format!(
-            "the platform enrolled this token as terminal {}, but this gate is configured as {terminal_id}",
-            reply.terminal_id
-        )));
-    }
-    let ca =
-        crate::pki::certs_from_pem(&reply.ca_pem).map_err(|e| SyncError::Reply(e.to_string()))?;
-    if crate::pki::fingerprint(&ca[0]) != token.ca_fingerprint {
-        return Err(SyncError::Reply("returned CA is not the pinned one".into()));
-    }
-    bundle::root_key(&reply.root_key)?;
-    let enrollment = Enrollment {
-        terminal_id: reply.terminal_id,
-        platform_url: base,
-        ca_pem: reply.ca_pem,
-        cert_pem: reply.cert_pem,
-        key_pem: key_pem.to_string(),
-        root_key: reply.root_key,
-    };
-    enrollment.save(state_dir)?;
-    Ok(enrollment)
-}
-
-/// HTTP calls to the platform over mutual TLS.
-#[derive(Debug)]
-pub struct PlatformClient {
-    http: reqwest::blocking::Client,
-    base: String,
-}
-
-impl PlatformClient {
-    pub fn new(enrollment: &Enrollment, timeout: Duration) -> Result<PlatformClient, SyncError> {
-        let tls = crate::pki::client_config(
-            &enrollment.ca_pem,
-            Some((&enrollment.cert_pem, &enrollment.key_pem)),
-        )
-        .map_err(|e| SyncError::Enrollment(e.to_string()))?;
-        Ok(PlatformClient {
-            http: http_client(tls, timeout)?,
-            base: base_url(&enrollment.platform_url),
-        })
-    }
-
-    /// The newest bundle, with status changes after `since`.
-    pub fn pull(&self, since: u64) -> Result<SignedBundle, SyncError> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/bundle?since={since}", self.base))
-            .header("X-Yima-Protocol", wire::PROTOCOL)
-            .send()
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(status_error(resp));
-        }
-        resp.json().map_err(|e| SyncError::Reply(e.to_string()))
-    }
-
-    /// Pushes one batch (its JSON already encoded) to `url`: the platform's `/v1/records` or
-    /// its data-receiving address.
-    pub fn push(
-        &self,
-        url: Option<&str>,
-        key: &str,
-        body: Vec<u8>,
-    ) -> Result<PushReply, SyncError> {
-        let url = url.map_or_else(|| format!("{}/v1/records", self.base), str::to_string);
-        let resp = self
-            .http
-            .post(url)
-            .header("X-Yima-Protocol", wire::PROTOCOL)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .map_err(transport)?;
-        if resp.status() == reqwest::StatusCode::CONFLICT {
-            return Err(SyncError::Conflict {
-                key: key.to_string(),
-            });
-        }
-        if !resp.status().is_success() {
-            return Err(status_error(resp));
-        }
-        resp.json().map_err(|e| SyncError::Reply(e.to_string()))
-    }
-
-    /// Asks the platform's decode engine, waiting at most `timeout`.
-    pub fn decode(&self, code: &str, timeout: Duration) -> Result<DecodeReply, SyncError> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/decode", self.base))
-            .header("X-Yima-Protocol", wire::PROTOCOL)
-            .timeout(timeout)
-            .json(&DecodeRequest {
-                code: code.to_string(),
-            })
-            .send()
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(status_error(resp));
-        }
-        resp.json().map_err(|e| SyncError::Reply(e.to_string()))
-    }
-}
-
 /// One batch read from the store and encoded, ready to send.
 struct PreparedBatch {
     first: u64,
@@ -321,7 +62,7 @@ struct PreparedBatch {
 }
 
 fn prepare_batch(
-    store: &crate::store::Store,
+    store: crate::checkpoint::Outbox<'_>,
     from: u64,
     limit: usize,
 ) -> Result<Option<PreparedBatch>, SyncError> {
@@ -451,7 +192,7 @@ impl Syncer {
             wake: Condvar::new(),
             stopped: AtomicBool::new(false),
         };
-        if let Some(bytes) = syncer.checkpoint.store().load_policy()? {
+        if let Some(bytes) = syncer.checkpoint.outbox().load_policy()? {
             match serde_json::from_slice::<PolicyCache>(&bytes)
                 .map_err(|e| bundle::BundleError::Malformed(e.to_string()))
                 .and_then(|c| bundle::reload(c, &syncer.root))
@@ -510,7 +251,7 @@ impl Syncer {
             let cache_json =
                 serde_json::to_vec(&applied.cache).map_err(|e| SyncError::Reply(e.to_string()))?;
             // Durable before in force: a restart resumes from what the gate already used.
-            self.checkpoint.store().save_policy(&cache_json)?;
+            self.checkpoint.outbox().save_policy(&cache_json)?;
             self.checkpoint.clock().anchor(applied.bundle.issued_at_ms);
             if !applied.bundle.terminal.authorized {
                 tracing::error!(
@@ -532,7 +273,7 @@ impl Syncer {
     /// platform confirmed. One thread reads and encodes the next batch while the current one
     /// is in flight (at most one batch ahead, so memory stays bounded by two batches).
     pub fn push(&self) -> Result<u64, SyncError> {
-        let store = self.checkpoint.store();
+        let store = self.checkpoint.outbox();
         let records_url = self
             .settings
             .lock()
@@ -637,7 +378,7 @@ impl Syncer {
         {
             return None;
         }
-        let parsed = crate::code::parse(text).ok()?;
+        let parsed = crate::verification::code::parse(text).ok()?;
         if parsed.claims.kind != CodeKind::Dynamic {
             return None;
         }
@@ -713,28 +454,5 @@ impl Syncer {
         std::thread::Builder::new()
             .name("sync".into())
             .spawn(move || me.run())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_parse_strictly() {
-        let fp = "ab".repeat(32);
-        let t = EnrollToken::parse(&EnrollToken::format("s3cret", &fp)).expect("token");
-        assert_eq!(t.ca_fingerprint, fp);
-        assert_eq!(t.secret.as_str(), "s3cret");
-        for bad in [
-            "",
-            "ymt1.s3cret",
-            "ymt2.s.aa",
-            &format!("ymt1..{fp}"),
-            &format!("ymt1.s.{}", "zz".repeat(32)),
-            &format!("ymt1.s.{fp}.x"),
-        ] {
-            assert!(EnrollToken::parse(bad).is_err(), "{bad}");
-        }
     }
 }

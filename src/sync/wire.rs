@@ -4,10 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::TrustEntry;
-use crate::policy::StaticState;
-use crate::record::Record;
-use crate::verdict::{CodeKind, Reason};
+use crate::verification::keys::TrustEntry;
+use crate::verification::record::Record;
+use crate::verification::trust::StaticState;
+use crate::verification::verdict::{CodeKind, Reason};
 
 /// Protocol name, sent in `X-Yima-Protocol` on every call.
 pub const PROTOCOL: &str = "ym-sync/1";
@@ -123,8 +123,8 @@ pub struct PlatformSettings {
 impl Default for PlatformSettings {
     fn default() -> Self {
         PlatformSettings {
-            refresh_s: crate::policy::DEFAULT_REFRESH_S,
-            skew_s: crate::policy::DEFAULT_SKEW_S,
+            refresh_s: crate::verification::trust::DEFAULT_REFRESH_S,
+            skew_s: crate::verification::trust::DEFAULT_SKEW_S,
             sync_interval_s: 30,
             max_offline_s: 7 * 86_400,
             online_decode: false,

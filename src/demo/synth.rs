@@ -1,0 +1,221 @@
+//! Synthetic gate frames: a QR code shown on a phone, seen by a 1280×720 gate camera at an
+//! angle, with blur, sensor noise, ceiling-light glare and screen moiré — generated from a fixed
+//! seed, so tests, benchmarks and the demo see the same frames everywhere.
+
+use image::{GrayImage, Luma};
+use rand::{Rng, SeedableRng};
+
+/// Frame size of the synthetic gate camera.
+pub const WIDTH: u32 = 1280;
+pub const HEIGHT: u32 = 720;
+
+/// How one frame was made (for reports and debugging).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FrameParams {
+    /// Tilt of the phone away from the camera, degrees (0–30).
+    pub tilt_deg: f64,
+    /// In-plane rotation, degrees.
+    pub rotation_deg: f64,
+    /// Side of the code on the frame, pixels.
+    pub code_px: f64,
+    pub blur_sigma: f32,
+    pub noise_sigma: f64,
+    pub glare: f64,
+    pub moire: f64,
+}
+
+/// Deterministic generator of gate frames.
+#[derive(Debug)]
+pub struct GateFrames {
+    rng: rand::rngs::StdRng,
+}
+
+impl GateFrames {
+    pub fn new(seed: u64) -> GateFrames {
+        GateFrames {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// A frame showing `text`, with randomly drawn (but seeded) conditions.
+    pub fn frame(&mut self, text: &str) -> (GrayImage, FrameParams) {
+        let r = &mut self.rng;
+        let params = FrameParams {
+            tilt_deg: r.gen_range(0.0..30.0),
+            rotation_deg: r.gen_range(-180.0..180.0),
+            code_px: r.gen_range(170.0..420.0),
+            blur_sigma: r.gen_range(0.0..1.6),
+            noise_sigma: r.gen_range(0.0..12.0),
+            glare: r.gen_range(0.0..0.9),
+            moire: r.gen_range(0.0..0.2),
+        };
+        let img = self.render(text, &params);
+        (img, params)
+    }
+
+    /// Renders a frame with the given conditions.
+    pub fn render(&mut self, text: &str, p: &FrameParams) -> GrayImage {
+        let code = crate::render::render(text, 4).unwrap_or_else(|_| GrayImage::new(29, 29));
+        // The phone screen: the code with a margin, slightly grey (backlight), on a dark body.
+        let screen = {
+            let margin = code.width() / 6;
+            let side = code.width() + 2 * margin;
+            let mut s = GrayImage::from_pixel(side, side, Luma([232]));
+            for (x, y, px) in code.enumerate_pixels() {
+                let v = if px.0[0] < 128 { 28 } else { 232 };
+                s.put_pixel(x + margin, y + margin, Luma([v]));
+            }
+            s
+        };
+        let scale_to_code = p.code_px / f64::from(code.width());
+        let half = f64::from(screen.width()) * scale_to_code / 2.0;
+        let (cx, cy) = (
+            f64::from(WIDTH) / 2.0 + self.rng.gen_range(-200.0..200.0),
+            f64::from(HEIGHT) / 2.0 + self.rng.gen_range(-60.0..60.0),
+        );
+        // Corners of the screen in the frame: rotate in plane, then foreshorten one side (tilt).
+        let rot = p.rotation_deg.to_radians();
+        let squeeze = p.tilt_deg.to_radians().cos();
+        let persp = 1.0 + p.tilt_deg.to_radians().sin() * 0.35;
+        let corners: Vec<(f64, f64)> = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
+            .iter()
+            .map(|&(u, v): &(f64, f64)| {
+                let x = u * half * squeeze;
+                // the far edge looks shorter than the near one
+                let k = if u > 0.0 { 1.0 / persp } else { persp };
+                let y = v * half * k;
+                (
+                    cx + x * rot.cos() - y * rot.sin(),
+                    cy + x * rot.sin() + y * rot.cos(),
+                )
+            })
+            .collect();
+        let s = f64::from(screen.width());
+        let src = [(0.0, 0.0), (s, 0.0), (s, s), (0.0, s)];
+        let h = homography(&corners, &src);
+
+        let mut frame = GrayImage::new(WIDTH, HEIGHT);
+        let (gx, gy) = (
+            self.rng.gen_range(0.0..f64::from(WIDTH)),
+            self.rng.gen_range(0.0..f64::from(HEIGHT)),
+        );
+        let (mfx, mfy) = (
+            self.rng.gen_range(0.15..0.45),
+            self.rng.gen_range(0.15..0.45),
+        );
+        for y in 0..HEIGHT {
+            for x in 0..WIDTH {
+                let (fx, fy) = (f64::from(x) + 0.5, f64::from(y) + 0.5);
+                // background: a floor/wall gradient
+                let mut v = 70.0 + 50.0 * fx / f64::from(WIDTH) + 20.0 * fy / f64::from(HEIGHT);
+                if let Some((sx, sy)) = h.as_ref().and_then(|h| apply(h, fx, fy)) {
+                    if sx >= 0.0 && sy >= 0.0 && sx < s - 1.0 && sy < s - 1.0 {
+                        let screen_v = bilinear(&screen, sx, sy);
+                        // moiré: interference of the screen's pixel grid with the sensor's
+                        let m =
+                            1.0 + p.moire * ((mfx * fx + mfy * fy) * std::f64::consts::TAU).sin();
+                        v = screen_v * m;
+                    }
+                }
+                // glare: a soft bright spot from a ceiling light
+                let d2 = ((fx - gx).powi(2) + (fy - gy).powi(2)) / (2.0 * 180.0f64.powi(2));
+                v += p.glare * 255.0 * (-d2).exp();
+                frame.put_pixel(x, y, Luma([v.clamp(0.0, 255.0) as u8]));
+            }
+        }
+        let mut frame = if p.blur_sigma > 0.05 {
+            image::imageops::blur(&frame, p.blur_sigma)
+        } else {
+            frame
+        };
+        if p.noise_sigma > 0.0 {
+            for px in frame.pixels_mut() {
+                // Box–Muller from two uniforms.
+                let (u1, u2): (f64, f64) = (self.rng.gen_range(1e-9..1.0), self.rng.gen());
+                let n = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                px.0[0] = (f64::from(px.0[0]) + n * p.noise_sigma).clamp(0.0, 255.0) as u8;
+            }
+        }
+        frame
+    }
+}
+
+fn bilinear(img: &GrayImage, x: f64, y: f64) -> f64 {
+    let (x0, y0) = (x.floor() as u32, y.floor() as u32);
+    let (dx, dy) = (x - x.floor(), y - y.floor());
+    let p = |xx: u32, yy: u32| f64::from(img.get_pixel(xx, yy).0[0]);
+    p(x0, y0) * (1.0 - dx) * (1.0 - dy)
+        + p(x0 + 1, y0) * dx * (1.0 - dy)
+        + p(x0, y0 + 1) * (1.0 - dx) * dy
+        + p(x0 + 1, y0 + 1) * dx * dy
+}
+
+/// The homography mapping each `from` point to the matching `to` point (None if degenerate).
+fn homography(from: &[(f64, f64)], to: &[(f64, f64)]) -> Option<[f64; 9]> {
+    let mut a = [[0f64; 9]; 8];
+    for i in 0..4 {
+        let (x, y) = from[i];
+        let (u, v) = to[i];
+        a[2 * i] = [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, u];
+        a[2 * i + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, v];
+    }
+    // Gaussian elimination with partial pivoting on the 8×8 system (last column = rhs).
+    for col in 0..8 {
+        let pivot = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        let pivot_row = a[col];
+        for (row, r) in a.iter_mut().enumerate() {
+            if row != col {
+                let f = r[col] / pivot_row[col];
+                for (x, p) in r.iter_mut().zip(pivot_row.iter()).skip(col) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    let mut h = [0f64; 9];
+    for (i, (hi, row)) in h.iter_mut().zip(a.iter()).enumerate() {
+        *hi = row[8] / row[i];
+    }
+    h[8] = 1.0;
+    Some(h)
+}
+
+fn apply(h: &[f64; 9], x: f64, y: f64) -> Option<(f64, f64)> {
+    let w = h[6] * x + h[7] * y + h[8];
+    (w.abs() > 1e-12).then(|| {
+        (
+            (h[0] * x + h[1] * y + h[2]) / w,
+            (h[3] * x + h[4] * y + h[5]) / w,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn homography_maps_corners() {
+        let from = [(10.0, 10.0), (110.0, 20.0), (100.0, 120.0), (5.0, 90.0)];
+        let to = [(0.0, 0.0), (50.0, 0.0), (50.0, 50.0), (0.0, 50.0)];
+        let h = homography(&from, &to).expect("h");
+        for (f, t) in from.iter().zip(&to) {
+            let (u, v) = apply(&h, f.0, f.1).expect("apply");
+            assert!((u - t.0).abs() < 1e-6 && (v - t.1).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn frames_are_deterministic_for_a_seed() {
+        let a = GateFrames::new(7).frame("YM1:ABC").0;
+        let b = GateFrames::new(7).frame("YM1:ABC").0;
+        assert_eq!(a.dimensions(), (WIDTH, HEIGHT));
+        assert!(a == b);
+        let c = GateFrames::new(8).frame("YM1:ABC").0;
+        assert!(a != c);
+    }
+}

@@ -1,0 +1,204 @@
+//! Files outside sled — the API token, the enrollment, key files, trust files a command writes —
+//! written durably and privately, and secrets read only from files nobody else can read.
+//!
+//! **Invariants:** a file written here is complete or absent after a power cut: it goes to a
+//! temporary file in the same directory (created with its final mode, so there is no moment
+//! where a secret is readable by others), is fsynced, renamed over the target, and the
+//! directory is fsynced so that the rename itself survives. Directories this process creates
+//! are 0700. This is the only module that writes such files; `std::fs::write` elsewhere is a
+//! bug.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+/// Mode of every file this process writes that holds a secret or state.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Mode of every directory this process creates.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: holds a secret but is readable by group or others (mode {mode:o}); run chmod 600 {path}")]
+    InsecureMode { path: PathBuf, mode: u32 },
+}
+
+impl FileError {
+    /// The I/O error kind, when this is an I/O error (callers branch on `NotFound`).
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            FileError::Io { source, .. } => Some(source.kind()),
+            FileError::InsecureMode { .. } => None,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Sets this process's umask to 077, so that whatever a library creates (sled's files, a
+/// temporary directory) is private whatever umask the process was started with. Called once
+/// at start by every command.
+pub fn restrict_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Writes `contents` to `path` durably with `mode` (see the module invariants). The parent
+/// directory must exist.
+pub fn write_durable(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        // A leftover temporary file keeps its old mode on open: set it explicitly.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io(&tmp))?;
+        f.write_all(contents).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// fsyncs a directory, so that entries created, renamed or removed in it survive a power cut.
+pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// Creates `dir` and any missing parents with mode 0700 (existing directories are left as
+/// they are, except `dir` itself: group or world access to it is removed, with a log line).
+pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .map_err(io(dir))?;
+    restrict_mode(dir, PRIVATE_DIR)
+}
+
+/// Removes group and world access from `path` if it has any, saying so in the log.
+pub fn restrict_mode(path: &Path, mode: u32) -> Result<(), FileError> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    let current = meta.permissions().mode() & 0o7777;
+    if current & 0o077 != 0 {
+        let narrowed = (current & !0o077) | (mode & 0o700);
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(narrowed))
+            .map_err(io(path))?;
+        tracing::warn!(path = %path.display(), from = format!("{current:o}"), to = format!("{narrowed:o}"), "removed group/world access");
+    }
+    Ok(())
+}
+
+/// Reads a text file.
+pub fn read_text(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+/// Refuses a file that group or others can read or write.
+pub fn check_private(path: &Path) -> Result<(), FileError> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(FileError::InsecureMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a secret (webhook secret, API token, key file) from a file that must not be readable
+/// by group or others; surrounding whitespace is trimmed.
+pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, FileError> {
+    check_private(path)?;
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(io(path))?);
+    Ok(Zeroizing::new(bytes.trim_ascii().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("meta").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn durable_writes_replace_whole_files_with_the_given_mode() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("token");
+        write_durable(&p, b"one", 0o600).expect("write");
+        assert_eq!(std::fs::read(&p).expect("read"), b"one");
+        assert_eq!(mode(&p), 0o600);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_durable(&p, b"two", 0o600).expect("rewrite");
+        assert_eq!(std::fs::read(&p).expect("read"), b"two");
+        assert_eq!(mode(&p), 0o600, "a rewrite never keeps a wider old mode");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "no temporary file left behind: {left:?}");
+    }
+
+    #[test]
+    fn secrets_must_be_private_and_are_trimmed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("s");
+        write_durable(&p, b"  s3cret\n", 0o600).expect("write");
+        assert_eq!(read_secret(&p).expect("read").as_slice(), b"s3cret");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(matches!(
+            read_secret(&p),
+            Err(FileError::InsecureMode { mode: 0o640, .. })
+        ));
+        assert_eq!(
+            read_secret(&dir.path().join("absent"))
+                .err()
+                .and_then(|e| e.io_kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
+    }
+
+    #[test]
+    fn private_dirs_are_0700_and_wider_ones_are_narrowed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path().join("a/b");
+        create_private_dir(&d).expect("create");
+        assert_eq!(mode(&d), 0o700);
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        create_private_dir(&d).expect("again");
+        assert_eq!(mode(&d), 0o700);
+    }
+}

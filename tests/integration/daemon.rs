@@ -1,0 +1,333 @@
+//! `yima-gate run` end to end through the real binary: image files and scanner text in,
+//! verdict lines out, records durable; SIGTERM drains and exits cleanly.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::common::{http, now_s, Gate};
+
+fn reasons(stdout: &str) -> Vec<String> {
+    let mut r: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("verdict line");
+            v["verdict"]["reason"].as_str().expect("reason").to_string()
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn files_and_scanner_text_through_the_whole_pipeline() {
+    let gate = Gate::new();
+    let frames = gate.dir.path().join("frames");
+    let valid = gate.code(now_s() - 1, None);
+    yima_gate::render::write_png(&valid, &frames.join("0.png")).expect("png");
+    yima_gate::render::write_png(&gate.code(now_s() - 300, None), &frames.join("1.png"))
+        .expect("png");
+    yima_gate::render::write_png(&valid, &frames.join("2.png")).expect("png"); // shown again
+                                                                               // the business system's webhook receiver: fails the first delivery, then accepts
+    let receiver = http::Receiver::start(vec![500]);
+    let secret = gate.dir.path().join("webhook.secret");
+    yima_gate::files::write_durable(&secret, b"s3cret\n", 0o600).expect("secret");
+    let cfg = gate.config_with(
+        &format!(
+            "[[source]]\nkind = \"files\"\npaths = [\"{}\"]\n[[source]]\nkind = \"scanner\"\nstdin = true\n",
+            frames.display()
+        ),
+        &format!(
+            "[webhook]\nurl = \"{}\"\nsecret_file = \"{}\"\ntimeout_ms = 2000\nretries = 2\n\
+             [command]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo $YIMA_REASON $YIMA_MESSAGE >> {}\"]\n\
+             [[rule]]\nactions = [\"relay\", \"webhook\"]\n\
+             [[rule]]\nreason = [\"expired\", \"replayed\"]\nactions = [\"command\"]\n",
+            receiver.url("/gate"),
+            secret.display(),
+            gate.dir.path().join("refused.txt").display()
+        ),
+    );
+    let mut child = crate::common::gate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let static_code = gate.code(now_s() - 10, Some("0001"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{static_code}\r\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        reasons(&stdout),
+        vec!["accepted", "accepted", "expired", "replayed"],
+        "{stdout}"
+    );
+    assert!(stdout.contains("码已过期") && stdout.contains("码已使用"));
+    assert_eq!(gate.records().len(), 4, "every verification recorded");
+    // the relay (a file-backed double of the GPIO line) pulsed once per accepted code only
+    let pulses = std::fs::read_to_string(gate.dir.path().join("pulses.jsonl")).expect("pulses");
+    assert_eq!(pulses.lines().count(), 2, "{pulses}");
+    assert!(pulses.lines().all(|l| l.contains("\"pulse_ms\":300")));
+    // the webhook got both accepted verdicts (one after a retry), signed, with claims but no sub
+    let reqs = receiver.requests();
+    assert_eq!(reqs.len(), 3, "two deliveries, one retried");
+    let mut delivered = std::collections::HashSet::new();
+    for r in &reqs {
+        let ts: i64 = r
+            .header("X-Yima-Timestamp")
+            .expect("ts")
+            .parse()
+            .expect("ts");
+        assert_eq!(
+            r.header("X-Yima-Signature").expect("sig"),
+            yima_gate::act::webhook::signature(b"s3cret", ts, &r.body)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(v["terminal"], "GATE-T1");
+        assert_eq!(v["verdict"]["accepted"], true);
+        assert!(v["verdict"]["claims"]["service"].is_string());
+        delivered.insert(v["verdict"]["seq"].as_u64().expect("seq"));
+    }
+    assert_eq!(delivered.len(), 2);
+    // the command hook ran for the refused codes only, as the second rule says
+    let mut refused: Vec<String> = std::fs::read_to_string(gate.dir.path().join("refused.txt"))
+        .expect("hook ran")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    refused.sort();
+    assert_eq!(refused, vec!["expired 码已过期", "replayed 码已使用"]);
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let gate = Gate::new();
+    let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
+    let mut child = crate::common::gate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{}\n", gate.code(now_s() - 1, None)).as_bytes())
+        .expect("write");
+    stdin.flush().expect("flush");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a verdict").expect("line");
+    assert!(first.contains("\"accepted\":true"), "{first}");
+    // stdin stays open: only the signal ends the run
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+    drop(stdin);
+    assert_eq!(gate.records().len(), 1);
+    assert!(Path::new(&gate.dir.path().join("state/store")).exists());
+}
+
+#[test]
+fn a_broken_config_exits_64() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("gate.toml");
+    std::fs::write(&cfg, "[terminal]\nid = \"x\"\n").expect("write");
+    let out = crate::common::gate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn local_api_verifies_reports_and_guards_itself() {
+    yima_gate::sync::tls::install_provider();
+    let gate = Gate::new();
+    let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
+    let mut child = crate::common::gate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{}", gate.port);
+    let http = reqwest::blocking::Client::new();
+    // wait for the API to come up (bounded)
+    assert!(
+        crate::common::wait_until_up(&format!("{base}/healthz")),
+        "API did not come up"
+    );
+    let token =
+        std::fs::read_to_string(gate.dir.path().join("state/api.token")).expect("generated token");
+    let auth = format!("Bearer {}", token.trim());
+
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .expect("readyz")
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/api/v1/status"))
+            .send()
+            .expect("status")
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(format!("{base}/api/v1/status"))
+            .header("Authorization", "Bearer wrong")
+            .send()
+            .expect("status")
+            .status(),
+        401
+    );
+
+    let code = gate.code(now_s() - 1, None);
+    let verify = |body: reqwest::blocking::RequestBuilder| -> serde_json::Value {
+        let r = body.header("Authorization", &auth).send().expect("verify");
+        assert_eq!(r.status(), 200);
+        r.json().expect("json")
+    };
+    let v = verify(
+        http.post(format!("{base}/api/v1/verify"))
+            .json(&serde_json::json!({ "code": code })),
+    );
+    assert_eq!(v["reason"], "accepted");
+    let v = verify(
+        http.post(format!("{base}/api/v1/verify"))
+            .json(&serde_json::json!({ "code": code })),
+    );
+    assert_eq!(
+        (v["reason"].as_str(), v["message"].as_str()),
+        (Some("replayed"), Some("码已使用"))
+    );
+    // an uploaded image
+    let png_path = gate.dir.path().join("up.png");
+    yima_gate::render::write_png(&gate.code(now_s() - 400, None), &png_path).expect("png");
+    let v = verify(
+        http.post(format!("{base}/api/v1/verify"))
+            .header("Content-Type", "image/png")
+            .body(std::fs::read(&png_path).expect("read")),
+    );
+    assert_eq!(v["message"], "码已过期");
+    // bounds (a client of its own: the server answers 413 and closes mid-upload, which must
+    // not poison the pooled connections of the main client)
+    let once = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let r = once
+        .post(format!("{base}/api/v1/verify"))
+        .header("Authorization", &auth)
+        .header("Content-Type", "image/png")
+        .body(vec![0u8; 8 * 1024 * 1024 + 1024])
+        .send()
+        .expect("big");
+    assert_eq!(r.status(), 413);
+    let r = http
+        .post(format!("{base}/api/v1/verify"))
+        .header("Authorization", &auth)
+        .body("not json")
+        .send()
+        .expect("bad");
+    assert_eq!(r.status(), 400);
+
+    // records, filtered and paged
+    let page: serde_json::Value = http
+        .get(format!("{base}/api/v1/records?reason=replayed&limit=10"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("records")
+        .json()
+        .expect("json");
+    let recs = page["records"].as_array().expect("records");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["reason"], "replayed");
+    assert!(
+        !page.to_string().contains("pairwise-subject-token"),
+        "no subject in records"
+    );
+
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains("yima_verdicts_total{reason=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("yima_verdicts_total{reason=\"replayed\"} 1"));
+    assert!(metrics.contains("yima_sync_backlog_records 3"), "{metrics}");
+    // No camera here: no thumbnail yet, and never without the token.
+    let r = http
+        .get(format!("{base}/api/v1/frame.png"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("frame");
+    assert_eq!(r.status().as_u16(), 404);
+    let r = http
+        .get(format!("{base}/api/v1/frame.png"))
+        .send()
+        .expect("frame");
+    assert_eq!(r.status().as_u16(), 401);
+
+    let status: serde_json::Value = http
+        .get(format!("{base}/api/v1/status"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("status")
+        .json()
+        .expect("json");
+    assert_eq!(status["terminal"], "GATE-T1");
+    assert_eq!(status["counters"]["verified"], 3);
+    assert_eq!(status["recent"][0]["message"], "码已过期");
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .expect("page")
+        .text()
+        .expect("html");
+    assert!(page.contains("yima-gate") && page.contains("/api/v1/status"));
+    let openapi: serde_json::Value = http
+        .get(format!("{base}/api/v1/openapi.json"))
+        .header("Authorization", &auth)
+        .send()
+        .expect("openapi")
+        .json()
+        .expect("json");
+    assert_eq!(openapi["openapi"], "3.0.3");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}

@@ -1,0 +1,503 @@
+//! The gateway and the reference platform on loopback: enrollment over mutual TLS, policy
+//! bundles (key rotation, lost static code, emergency stop, staleness, forgery), and record
+//! pushes through a platform that misbehaves — every record ends up held exactly once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use yima_gate::checkpoint::Checkpoint;
+use yima_gate::checkpoint::Create;
+use yima_gate::clock::{SystemTimeSource, TrustedClock, VerifyTime};
+use yima_gate::platform::client::BackgroundPlatform;
+use yima_gate::platform::Fault;
+use yima_gate::sync::wire::RecordWire;
+use yima_gate::sync::{enroll, Enrollment, SyncError, SyncOptions, Syncer};
+use yima_gate::verification::trust::TrustState;
+use yima_gate::verification::verdict::Reason;
+
+const TERMINAL: &str = "GATE-0001";
+
+/// A platform with one service, an Ed25519 key for dynamic codes, an SM2 key for static
+/// codes, and one authorized terminal; returns the platform and the terminal's token.
+fn platform(dir: &Path) -> (BackgroundPlatform, String) {
+    let p = BackgroundPlatform::start(&dir.join("platform")).expect("platform");
+    let a = &p.admin;
+    a.post(
+        "/admin/v1/services",
+        &json!({"code": "SVC-BUS", "name": "公交"}),
+    )
+    .expect("service");
+    a.post(
+        "/admin/v1/services",
+        &json!({"code": "SVC-CARD", "name": "社保卡"}),
+    )
+    .expect("service");
+    a.post(
+        "/admin/v1/keys",
+        &json!({"alg": "EdDSA", "kinds": ["dynamic"]}),
+    )
+    .expect("key");
+    a.post(
+        "/admin/v1/keys",
+        &json!({"alg": "SM2", "kinds": ["static"]}),
+    )
+    .expect("key");
+    let token = a.create_terminal(TERMINAL, &["GATE-1"]).expect("terminal");
+    (p, token)
+}
+
+fn gate_checkpoint(state: &Path) -> Arc<Checkpoint> {
+    Arc::new(
+        Checkpoint::open(state, Create::Provision, TrustState::default(), |floor| {
+            Arc::new(TrustedClock::new(SystemTimeSource::new(true), floor, 5000))
+        })
+        .expect("checkpoint"),
+    )
+}
+
+fn opts() -> SyncOptions {
+    SyncOptions {
+        batch: 7,
+        request_timeout: Duration::from_secs(2),
+        online_timeout: Duration::from_millis(500),
+        ..SyncOptions::default()
+    }
+}
+
+/// An enrolled gateway: checkpoint + syncer.
+fn gateway(p: &BackgroundPlatform, token: &str, state: &Path) -> (Arc<Checkpoint>, Syncer) {
+    let enrollment = enroll(&p.sync_url(), token, TERMINAL, state).expect("enroll");
+    let cp = gate_checkpoint(state);
+    let syncer = Syncer::new(cp.clone(), enrollment, opts()).expect("syncer");
+    (cp, syncer)
+}
+
+#[test]
+fn enrollment_over_mutual_tls_and_what_it_refuses() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let state = dir.path().join("gate");
+
+    // A token whose CA pin does not match the platform: the terminal refuses the platform.
+    let (secret, _) = token.rsplit_once('.').expect("token");
+    let wrong_pin = format!("{secret}.{}", "0".repeat(64));
+    let e = enroll(&p.sync_url(), &wrong_pin, TERMINAL, &state).expect_err("wrong pin");
+    assert!(matches!(e, SyncError::Transport(_)), "{e}");
+    // Configured under another id: refused, and nothing is saved.
+    let other = p.admin.create_terminal("GATE-9", &[]).expect("t9");
+    let e = enroll(&p.sync_url(), &other, TERMINAL, &state).expect_err("id mismatch");
+    assert!(e.to_string().contains("GATE-9"), "{e}");
+    assert!(Enrollment::load(&state).expect("load").is_none());
+
+    let e = enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
+    assert_eq!(e.terminal_id, TERMINAL);
+    let mode = std::fs::metadata(state.join(Enrollment::FILE))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("meta");
+    assert_eq!(mode, 0o600, "the enrollment holds the private key");
+    // The token was one-time.
+    let again =
+        enroll(&p.sync_url(), &token, TERMINAL, &dir.path().join("g2")).expect_err("spent token");
+    assert!(
+        matches!(again, SyncError::Status { status: 403, .. }),
+        "{again}"
+    );
+
+    // With the certificate: served. Without one (same CA trust): 401.
+    let client = yima_gate::sync::PlatformClient::new(&e, Duration::from_secs(5)).expect("client");
+    assert!(client.pull(0).is_ok());
+    let anonymous = Enrollment {
+        cert_pem: String::new(),
+        ..e.clone()
+    };
+    let tls = yima_gate::sync::tls::client_config(&anonymous.ca_pem, None).expect("tls");
+    let http = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("http");
+    let resp = http
+        .get(format!("{}/v1/bundle", p.sync_url()))
+        .send()
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
+#[test]
+fn bundles_carry_rotation_lost_codes_and_emergency_stops_and_fail_closed_when_stale() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let a = &p.admin;
+    a.post(
+        "/admin/v1/static",
+        &json!({"cat": "CAT-SOCIAL", "sn": "0001", "user": "u-1", "service": "SVC-CARD"}),
+    )
+    .expect("register");
+    let static_code = a
+        .static_action("CAT-SOCIAL", "0001", "apply")
+        .expect("apply")["code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+    let (cp, syncer) = gateway(&p, &token, &dir.path().join("gate"));
+
+    // Before the first bundle the gate knows no key.
+    let code = a.mint_dynamic("u-2", "SVC-BUS", None).expect("mint");
+    assert_eq!(cp.check(&code).expect("check").reason(), Reason::UnknownKey);
+    assert_eq!(syncer.pull().expect("pull"), 1);
+    let code = a.mint_dynamic("u-2", "SVC-BUS", None).expect("mint");
+    assert_eq!(cp.check(&code).expect("check").reason(), Reason::Accepted);
+    assert_eq!(cp.check(&code).expect("check").reason(), Reason::Replayed);
+    assert_eq!(
+        cp.check(&static_code).expect("check").reason(),
+        Reason::Accepted
+    );
+
+    // Key rotation: a code signed by the new key is unknown until the bundle brings the key.
+    a.post("/admin/v1/keys/rotate", &json!({"kind": "dynamic"}))
+        .expect("rotate");
+    let rotated = a.mint_dynamic("u-3", "SVC-BUS", None).expect("mint");
+    let before = cp.check_staged_at(
+        &rotated,
+        VerifyTime::trusted(yima_gate::clock::wall_clock_ms()),
+    );
+    assert_eq!(before.expect("check").reason(), Reason::UnknownKey);
+    // Report the static code lost, stop the bus service: one pull brings all three.
+    a.static_action("CAT-SOCIAL", "0001", "lost").expect("lost");
+    a.post("/admin/v1/services/SVC-BUS/stop", &json!(null))
+        .expect("stop");
+    syncer.pull().expect("pull");
+    assert_eq!(
+        cp.check(&static_code).expect("check").reason(),
+        Reason::Lost
+    );
+    assert_eq!(
+        cp.check(&rotated).expect("check").reason(),
+        Reason::ServiceSuspended,
+        "emergency stop in force after one sync"
+    );
+    a.post("/admin/v1/services/SVC-BUS/resume", &json!(null))
+        .expect("resume");
+    syncer.pull().expect("pull");
+    assert_eq!(
+        cp.check(&rotated).expect("check").reason(),
+        Reason::Accepted
+    );
+
+    // The delta only carried the change (resume token), and a restart keeps the policy.
+    let trust_before = cp.trust();
+    assert_eq!(trust_before.statuses.len(), 1);
+    drop(syncer);
+    drop(cp);
+    let cp = gate_checkpoint(&dir.path().join("gate"));
+    let enrollment = Enrollment::load(&dir.path().join("gate"))
+        .expect("load")
+        .expect("enrolled");
+    let syncer = Syncer::new(cp.clone(), enrollment.clone(), opts()).expect("syncer");
+    assert_eq!(
+        cp.trust().keys.len(),
+        trust_before.keys.len(),
+        "policy survives restarts"
+    );
+    assert_eq!(
+        cp.check(&static_code).expect("check").reason(),
+        Reason::Lost
+    );
+
+    // Stale: past max_offline_s after the bundle, every code is refused (fail closed).
+    let valid_until = cp.trust().valid_until_ms.expect("bundles expire");
+    let stale_at = VerifyTime::trusted(valid_until + 1000);
+    let fresh = a.mint_dynamic("u-4", "SVC-BUS", None).expect("mint");
+    assert_eq!(
+        cp.check_at(&fresh, stale_at).expect("check").reason(),
+        Reason::PolicyStale
+    );
+    assert_eq!(
+        cp.check_at(&fresh, VerifyTime::trusted(valid_until - 1000))
+            .expect("check")
+            .reason(),
+        Reason::Expired,
+        "just before the limit the usual rules decide"
+    );
+
+    // A forged bundle (the platform's bundle checked against another root key) is refused
+    // and changes nothing.
+    let keys_before = cp.trust().keys.len();
+    let forged = Enrollment {
+        root_key: yima_gate::sync::bundle::root_key_wire(
+            &yima_gate::verification::keys::SigningKey::generate(
+                yima_gate::verification::keys::Alg::EdDSA,
+            ),
+        ),
+        ..enrollment
+    };
+    let rogue = Syncer::new(cp.clone(), forged, opts()).expect("syncer");
+    a.static_action("CAT-SOCIAL", "0001", "enable")
+        .expect("enable");
+    let e = rogue.pull().expect_err("forged");
+    assert!(matches!(e, SyncError::Bundle(_)), "{e}");
+    assert_eq!(
+        rogue
+            .status
+            .bundles_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(cp.trust().keys.len(), keys_before);
+    assert_eq!(
+        cp.check(&static_code).expect("check").reason(),
+        Reason::Lost
+    );
+    drop(rogue);
+    // The genuine platform's next bundle is taken.
+    syncer.pull().expect("pull");
+    assert_eq!(
+        cp.check(&static_code).expect("check").reason(),
+        Reason::Accepted
+    );
+}
+
+#[test]
+fn a_revoked_terminal_refuses_every_code_and_online_decode_spends_codes_platform_wide() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let a = &p.admin;
+    let (cp, syncer) = gateway(&p, &token, &dir.path().join("gate"));
+    let mut settings = a.get("/admin/v1/settings").expect("settings");
+    settings["online_decode"] = json!(true);
+    a.put("/admin/v1/settings", &settings).expect("put");
+    syncer.pull().expect("pull");
+
+    // Used at another gate (the platform's decode engine saw it first): refused here.
+    let code = a.mint_dynamic("u-5", "SVC-BUS", None).expect("mint");
+    let verdict = p.db().decode(&code).expect("decode elsewhere");
+    assert_eq!(verdict, Reason::Accepted);
+    let online = syncer.online_answer(&code);
+    assert_eq!(online, Some(Reason::Replayed));
+    let checked = cp.check_with_online(&code, online).expect("check");
+    assert_eq!(checked.reason(), Reason::Replayed);
+    assert_eq!(
+        checked.record.as_ref().expect("recorded").online_reason,
+        Some(Reason::Replayed)
+    );
+    // A fresh code: both answers say accepted, both are recorded.
+    let code = a.mint_dynamic("u-6", "SVC-BUS", None).expect("mint");
+    let checked = cp
+        .check_with_online(&code, syncer.online_answer(&code))
+        .expect("check");
+    assert_eq!(checked.reason(), Reason::Accepted);
+    assert_eq!(
+        checked.record.as_ref().expect("recorded").online_reason,
+        Some(Reason::Accepted)
+    );
+
+    a.post(
+        &format!("/admin/v1/terminals/{TERMINAL}/revoke"),
+        &json!(null),
+    )
+    .expect("revoke");
+    syncer.pull().expect("pull");
+    let code = a.mint_dynamic("u-7", "SVC-BUS", None).expect("mint");
+    assert_eq!(
+        syncer.online_answer(&code),
+        None,
+        "a revoked terminal is not served"
+    );
+    assert_eq!(
+        cp.check(&code).expect("check").reason(),
+        Reason::TerminalNotAuthorized
+    );
+    // Its records are still taken: nothing it verified is lost.
+    assert_eq!(syncer.push().expect("push"), 3);
+    assert_eq!(cp.status().backlog, 0);
+}
+
+/// What the gateway holds before pushing, in wire form, by seq.
+fn snapshot(cp: &Checkpoint) -> Vec<RecordWire> {
+    cp.records_from(0, usize::MAX)
+        .expect("records")
+        .iter()
+        .map(RecordWire::from)
+        .collect()
+}
+
+#[test]
+fn records_reach_the_platform_exactly_once_through_drops_errors_hangs_resets_and_restarts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let state = dir.path().join("gate");
+    let (cp, syncer) = gateway(&p, &token, &state);
+    syncer.pull().expect("pull");
+    for i in 0..40 {
+        let code = p
+            .admin
+            .mint_dynamic(&format!("u-{i}"), "SVC-BUS", None)
+            .expect("mint");
+        cp.check(&code).expect("check");
+        if i % 3 == 0 {
+            cp.check(&code).expect("replay"); // a replayed record too
+        }
+        cp.check("not a code").expect("malformed");
+    }
+    let expected = snapshot(&cp);
+    assert_eq!(expected.len(), 94);
+    let store_id = cp.status().store_id.to_string();
+
+    // Batches of 7: the first is committed but its reply dropped; then the gateway dies.
+    p.faults().arm(&[Fault::DropReplyAfterCommit]);
+    assert!(syncer.push().is_err());
+    assert_eq!(cp.status().synced_through, 0, "no reply, no cursor");
+    assert_eq!(p.db().cursor(TERMINAL, &store_id).expect("cursor"), 7);
+    drop(syncer);
+    drop(cp);
+
+    // Restarted: the same batch again (answered from what the platform holds), then a 503,
+    // a hang past the client's timeout (committed meanwhile), a reset before commit.
+    let cp = gate_checkpoint(&state);
+    let enrollment = Enrollment::load(&state).expect("load").expect("enrolled");
+    let syncer = Syncer::new(cp.clone(), enrollment, opts()).expect("syncer");
+    assert_eq!(cp.status().backlog, 94);
+    p.faults()
+        .arm(&[Fault::ServerError, Fault::Hang, Fault::Reset]);
+    let mut rounds = 0;
+    while cp.status().backlog > 0 {
+        rounds += 1;
+        assert!(rounds < 20, "backlog does not drain");
+        let _ = syncer.push();
+    }
+    assert_eq!(
+        p.faults()
+            .injected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    assert!(rounds >= 4, "each fault cost a round: {rounds}");
+
+    let held = p.db().records_of(TERMINAL).expect("held");
+    assert_eq!(held.len(), expected.len(), "every record exactly once");
+    for ((store, got), want) in held.iter().zip(&expected) {
+        assert_eq!(store, &store_id);
+        assert_eq!(got, want, "content matches for seq {}", want.seq);
+    }
+    assert_eq!(p.db().cursor(TERMINAL, &store_id).expect("cursor"), 94);
+    assert_eq!(cp.status().synced_through, 94);
+    assert!(
+        cp.records_from(0, 10).expect("records").is_empty(),
+        "synced records deleted"
+    );
+    let stats = p.db().stats().expect("stats");
+    assert_eq!(stats.records, 94);
+    assert_eq!(stats.by_verdict.get("accepted"), Some(&40));
+    assert_eq!(stats.by_verdict.get("replayed"), Some(&14));
+    assert_eq!(stats.by_verdict.get("malformed"), Some(&40));
+    assert_eq!(stats.by_terminal.get(TERMINAL), Some(&94));
+
+    // New records continue the sequence after the deleted ones; a platform that answers a
+    // conflicting batch (same key, other content) gets 409 and the records stay here.
+    let code = p
+        .admin
+        .mint_dynamic("u-late", "SVC-BUS", None)
+        .expect("mint");
+    assert_eq!(cp.check(&code).expect("check").seq(), Some(95));
+    let mut forged = snapshot(&cp);
+    forged[0].reason = Reason::Expired;
+    let batch = yima_gate::sync::wire::RecordBatch {
+        store_id: store_id.clone(),
+        idempotency_key: yima_gate::sync::wire::RecordBatch::key(&store_id, 95, 95),
+        first_seq: 95,
+        records: forged,
+    };
+    p.db().ingest(TERMINAL, &batch).expect("someone else's 95");
+    let e = syncer.push().expect_err("conflict");
+    assert!(matches!(e, SyncError::Conflict { .. }), "{e}");
+    assert_eq!(cp.status().backlog, 1, "kept for an operator");
+}
+
+#[test]
+fn the_backlog_quota_fails_closed_without_dropping_records() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let state = dir.path().join("gate");
+    let enrollment = enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
+    let cp = gate_checkpoint(&state);
+    let syncer = Syncer::new(
+        cp.clone(),
+        enrollment,
+        SyncOptions {
+            max_backlog: 5,
+            ..opts()
+        },
+    )
+    .expect("syncer");
+    for _ in 0..5 {
+        cp.check("not a code").expect("recorded");
+    }
+    let full = cp.check("not a code").expect("a verdict");
+    assert_eq!(full.reason(), Reason::BacklogFull);
+    assert_eq!(
+        full.verification.verdict.message(),
+        "终端存储已满，请联系管理员"
+    );
+    assert_eq!(full.seq(), None, "not recorded");
+    assert_eq!(cp.status().backlog, 5);
+    assert_eq!(syncer.push().expect("push"), 5);
+    assert_eq!(
+        cp.check("not a code").expect("check").seq(),
+        Some(6),
+        "room again once the platform took them"
+    );
+}
+
+#[test]
+fn the_sync_thread_brings_an_emergency_stop_within_one_interval_and_pushes_on_its_own() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let state = dir.path().join("gate");
+    let enrollment = enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
+    let cp = gate_checkpoint(&state);
+    let interval = Duration::from_millis(400);
+    let syncer = Arc::new(
+        Syncer::new(
+            cp.clone(),
+            enrollment,
+            SyncOptions {
+                interval: Some(interval),
+                ..opts()
+            },
+        )
+        .expect("syncer"),
+    );
+    let thread = syncer.spawn().expect("spawn");
+    let wait_until = |what: &str, f: &dyn Fn() -> bool| {
+        // Polls the observable state; the bound is 1 interval (+ jitter and a round's work).
+        let deadline = std::time::Instant::now() + interval * 3;
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} not within one interval"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_until("first bundle", &|| !cp.trust().keys.is_empty());
+    let code = p.admin.mint_dynamic("u-1", "SVC-BUS", None).expect("mint");
+    assert_eq!(cp.check(&code).expect("check").reason(), Reason::Accepted);
+    p.admin
+        .post("/admin/v1/services/SVC-BUS/stop", &json!(null))
+        .expect("stop");
+    let stopped_at = std::time::Instant::now();
+    wait_until("emergency stop", &|| {
+        cp.trust().services.is_suspended("SVC-BUS")
+    });
+    assert!(stopped_at.elapsed() <= interval * 3);
+    let code = p.admin.mint_dynamic("u-2", "SVC-BUS", None).expect("mint");
+    assert_eq!(
+        cp.check(&code).expect("check").reason(),
+        Reason::ServiceSuspended
+    );
+    wait_until("records pushed", &|| cp.status().backlog == 0);
+    assert_eq!(p.db().records_of(TERMINAL).expect("held").len(), 2);
+    syncer.stop();
+    thread.join().expect("join");
+}
