@@ -154,6 +154,11 @@ impl Checkpoint {
         self.backlog_limit.store(limit, Ordering::Relaxed);
     }
 
+    /// The backlog quota in force (0 = none).
+    pub fn backlog_limit(&self) -> u64 {
+        self.backlog_limit.load(Ordering::Relaxed)
+    }
+
     /// The trust state in force (a cheap snapshot).
     pub fn trust(&self) -> Arc<TrustState> {
         self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()

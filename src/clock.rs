@@ -84,6 +84,19 @@ impl SystemTimeSource {
     }
 }
 
+/// Monotonic milliseconds since this process first asked: the one time base of frame capture
+/// times, presentations and ages (never a verification time).
+pub fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    i64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX)
+}
+
 /// The raw wall clock, ms since the Unix epoch. For naming files and defaults only; never a
 /// verification time (use a [`Clock`]).
 pub fn wall_clock_ms() -> i64 {

@@ -28,14 +28,19 @@ pub enum FileError {
     },
     #[error("{path}: holds a secret but is readable by group or others (mode {mode:o}); run chmod 600 {path}")]
     InsecureMode { path: PathBuf, mode: u32 },
+    #[error("{path}: a bearer token must be at least {MIN_TOKEN_LEN} characters of A–Z a–z 0–9 - _ . ~ (got {len}); remove the file to have a new one generated")]
+    WeakToken { path: PathBuf, len: usize },
 }
+
+/// Shortest bearer token accepted (a generated one has 32).
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl FileError {
     /// The I/O error kind, when this is an I/O error (callers branch on `NotFound`).
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
             FileError::Io { source, .. } => Some(source.kind()),
-            FileError::InsecureMode { .. } => None,
+            FileError::InsecureMode { .. } | FileError::WeakToken { .. } => None,
         }
     }
 }
@@ -118,6 +123,22 @@ pub fn restrict_mode(path: &Path, mode: u32) -> Result<(), FileError> {
     Ok(())
 }
 
+/// Removes group and world access from every file and directory under `dir` (a storage
+/// engine's files created under a wide umask, or copied in by hand), saying so in the log.
+pub fn restrict_tree(dir: &Path) -> Result<(), FileError> {
+    restrict_mode(dir, PRIVATE_DIR)?;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let p = entry.path();
+        if entry.file_type().map_err(io(&p))?.is_dir() {
+            restrict_tree(&p)?;
+        } else {
+            restrict_mode(&p, PRIVATE_FILE)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a text file.
 pub fn read_text(path: &Path) -> Result<String, FileError> {
     std::fs::read_to_string(path).map_err(io(path))
@@ -142,6 +163,34 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, FileError> {
     check_private(path)?;
     let bytes = Zeroizing::new(std::fs::read(path).map_err(io(path))?);
     Ok(Zeroizing::new(bytes.trim_ascii().to_vec()))
+}
+
+/// A bearer token (the gate API's, the platform admin API's): read from `path`, which must be
+/// private and hold at least [`MIN_TOKEN_LEN`] token characters — an empty or short token is
+/// refused, never taken as "no authentication" — or, when `path` does not exist and
+/// `generate` is set, 24 random bytes (32 base64url characters) written there durably.
+pub fn load_or_create_token(path: &Path, generate: bool) -> Result<Zeroizing<String>, FileError> {
+    if !generate || path.exists() {
+        let bytes = read_secret(path)?;
+        let token = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
+        let valid = token.len() >= MIN_TOKEN_LEN
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+        if !valid {
+            return Err(FileError::WeakToken {
+                path: path.to_path_buf(),
+                len: token.len(),
+            });
+        }
+        return Ok(token);
+    }
+    let mut raw = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+    let token = Zeroizing::new(crate::verification::keys::b64_encode(&raw));
+    write_durable(path, token.as_bytes(), PRIVATE_FILE)?;
+    tracing::info!(path = %path.display(), "generated a bearer token");
+    Ok(token)
 }
 
 #[cfg(test)]
@@ -188,6 +237,27 @@ mod tests {
                 .and_then(|e| e.io_kind()),
             Some(std::io::ErrorKind::NotFound)
         );
+    }
+
+    #[test]
+    fn tokens_are_generated_once_and_never_empty_or_short() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("api.token");
+        let t = load_or_create_token(&p, true).expect("generate");
+        assert_eq!(t.len(), 32);
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(*load_or_create_token(&p, true).expect("again"), *t, "kept");
+        for weak in ["", "   \n", "short", "has spaces in the middle!!"] {
+            write_durable(&p, weak.as_bytes(), 0o600).expect("write");
+            assert!(
+                matches!(
+                    load_or_create_token(&p, true),
+                    Err(FileError::WeakToken { .. })
+                ),
+                "{weak:?}"
+            );
+        }
+        assert!(load_or_create_token(&dir.path().join("absent"), false).is_err());
     }
 
     #[test]

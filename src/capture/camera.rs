@@ -114,6 +114,7 @@ pub struct CameraSource<D: CameraDevice> {
     give_up_after: Option<u32>,
     failures: u32,
     stamper: FrameStamper,
+    health: Option<std::sync::Arc<crate::telemetry::SourceHealth>>,
 }
 
 impl<D: CameraDevice> std::fmt::Debug for CameraSource<D> {
@@ -136,6 +137,7 @@ impl<D: CameraDevice> CameraSource<D> {
             give_up_after: None,
             failures: 0,
             stamper: FrameStamper::new(),
+            health: None,
         }
     }
 
@@ -157,6 +159,9 @@ impl<D: CameraDevice> CameraSource<D> {
             self.open = false;
         }
         let wait = self.backoff.next_wait();
+        if let Some(h) = &self.health {
+            h.reconnecting(&format!("{what}: {err}"));
+        }
         tracing::warn!(
             camera = %self.name,
             error = %err,
@@ -179,12 +184,19 @@ impl<D: CameraDevice> Source for CameraSource<D> {
         &self.name
     }
 
+    fn attach(&mut self, health: std::sync::Arc<crate::telemetry::SourceHealth>) {
+        self.health = Some(health);
+    }
+
     fn next(&mut self) -> Result<Option<Input>, SourceError> {
         loop {
             if !self.open {
                 match self.device.open() {
                     Ok(()) => {
                         self.open = true;
+                        if let Some(h) = &self.health {
+                            h.opened();
+                        }
                         tracing::info!(camera = %self.name, "camera: streaming");
                     }
                     Err(e) => {

@@ -26,7 +26,6 @@ pub use mjpeg::MjpegSource;
 pub use scanner::ScannerSource;
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
 
 use ::image::GrayImage;
 
@@ -45,7 +44,7 @@ impl SourceError {
     }
 }
 
-/// A grayscale frame and when it was captured (monotonic ms since the source started).
+/// A grayscale frame and when it was captured ([`crate::clock::monotonic_ms`]).
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub image: GrayImage,
@@ -53,19 +52,15 @@ pub struct Frame {
     pub seq: u64,
 }
 
-/// Numbers frames and stamps them with monotonic ms since the source started.
+/// Numbers frames and stamps them with the capture time ([`crate::clock::monotonic_ms`]).
 #[derive(Debug)]
 pub struct FrameStamper {
-    start: Instant,
     seq: u64,
 }
 
 impl FrameStamper {
     pub fn new() -> FrameStamper {
-        FrameStamper {
-            start: Instant::now(),
-            seq: 0,
-        }
+        FrameStamper { seq: 0 }
     }
 
     /// The next frame as a source yields it.
@@ -73,7 +68,7 @@ impl FrameStamper {
         self.seq += 1;
         Input::Frame(Frame {
             image,
-            captured_ms: self.start.elapsed().as_millis() as i64,
+            captured_ms: crate::clock::monotonic_ms(),
             seq: self.seq,
         })
     }
@@ -104,6 +99,9 @@ pub trait Source {
     fn lossless(&self) -> bool {
         false
     }
+    /// Hands the source its health record, for sources that reconnect by themselves (a
+    /// camera reopening its device reports `reconnecting` with the device's error).
+    fn attach(&mut self, _health: std::sync::Arc<crate::telemetry::SourceHealth>) {}
 }
 
 /// A one-frame slot where the newest frame wins (for camera frames).

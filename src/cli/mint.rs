@@ -111,13 +111,7 @@ pub struct MintArgs {
 
 /// Runs `keygen`.
 pub fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
-    keygen_inner(
-        a.alg.into(),
-        &a.kid,
-        &a.out,
-        a.not_before,
-        a.days,
-    )
+    keygen_inner(a.alg.into(), &a.kid, &a.out, a.not_before, a.days)
 }
 
 fn keygen_inner(

@@ -113,10 +113,20 @@ pub enum RelayLine {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
     Camera(CameraConfig),
-    Mjpeg { url: String },
-    Files { paths: Vec<PathBuf> },
-    ScannerSerial { device: PathBuf },
-    ScannerTcp { listen: SocketAddr },
+    Mjpeg {
+        url: String,
+    },
+    Files {
+        paths: Vec<PathBuf>,
+    },
+    ScannerSerial {
+        device: PathBuf,
+    },
+    /// A TCP port that keeps listening; `allow` lists the peers that may connect (empty: any).
+    ScannerTcp {
+        listen: SocketAddr,
+        allow: Vec<std::net::IpAddr>,
+    },
     ScannerStdin,
 }
 
@@ -321,6 +331,8 @@ enum RawSource {
     Scanner {
         serial: Option<PathBuf>,
         tcp: Option<String>,
+        #[serde(default)]
+        allow: Vec<String>,
         #[serde(default)]
         stdin: bool,
     },
@@ -530,14 +542,34 @@ impl Config {
                     }
                     sources.push(SourceConfig::Files { paths });
                 }
-                RawSource::Scanner { serial, tcp, stdin } => match (serial, tcp, stdin) {
+                RawSource::Scanner {
+                    serial,
+                    tcp,
+                    allow,
+                    stdin,
+                } => match (serial, tcp, stdin) {
                     (Some(device), None, false) => {
                         sources.push(SourceConfig::ScannerSerial { device })
                     }
-                    (None, Some(addr), false) => match addr.parse::<SocketAddr>() {
-                        Ok(listen) => sources.push(SourceConfig::ScannerTcp { listen }),
-                        Err(_) => bad(&key("tcp"), format!("{addr:?} is not an address:port")),
-                    },
+                    (None, Some(addr), false) => {
+                        let mut peers = Vec::new();
+                        for (j, a) in allow.iter().enumerate() {
+                            match a.parse::<std::net::IpAddr>() {
+                                Ok(ip) => peers.push(ip),
+                                Err(_) => bad(
+                                    &key(&format!("allow[{j}]")),
+                                    format!("{a:?} is not an IP address"),
+                                ),
+                            }
+                        }
+                        match addr.parse::<SocketAddr>() {
+                            Ok(listen) => sources.push(SourceConfig::ScannerTcp {
+                                listen,
+                                allow: peers,
+                            }),
+                            Err(_) => bad(&key("tcp"), format!("{addr:?} is not an address:port")),
+                        }
+                    }
                     (None, None, true) => sources.push(SourceConfig::ScannerStdin),
                     _ => bad(
                         &key("kind"),

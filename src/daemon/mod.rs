@@ -10,7 +10,7 @@ pub mod wiring;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,14 +31,25 @@ pub struct StagePanicked {
 }
 use crate::sync::Enrollment;
 
+/// How long a stop may take: signal → sources stopped → everything presented verified,
+/// recorded and acted on → sync thread told to stop. Shorter than the unit's
+/// `TimeoutStopSec=20s`, so systemd never has to kill a draining gate.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
 /// `yima-gate run`: starts the pipeline and runs until SIGTERM/SIGINT or until every source
-/// has ended; then drains. The drain is bounded by one decode and the presented queue (at
-/// most 64 verifications, each one fsync) — well inside systemd's stop timeout.
+/// has ended by itself; then drains within [`SHUTDOWN_GRACE`]. A stage that panicked ends the
+/// run with [`StagePanicked`] (exit 70).
 pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&config_path)?;
     crate::sync::tls::install_provider();
     let checkpoint = Arc::new(checkpoint_from(&cfg)?);
-    let outputs: Vec<Box<dyn Output>> = vec![Box::new(StdoutDisplay), Box::new(gate_output(&cfg)?)];
+    // Outputs first: a relay that cannot be driven is a start-up error, not a surprise at
+    // the first accepted code.
+    let counters = Arc::new(crate::telemetry::Counters::default());
+    let outputs: Vec<Box<dyn Output>> = vec![
+        Box::new(StdoutDisplay),
+        Box::new(gate_output(&cfg, &counters)?),
+    ];
     // Signals are caught before any stage runs: a SIGTERM that arrives while the pipeline
     // starts must drain it, not kill the process with work in flight.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -68,33 +79,35 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
         }
         (None, _) => None,
     };
+    let token = crate::api::load_or_create_token(cfg.api_token_file.as_deref(), &cfg.state_dir)?;
     let sync_thread = syncer.as_ref().map(|s| s.spawn()).transpose()?;
-    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), outputs, syncer.clone())?;
-    let ready = Arc::new(AtomicBool::new(true));
-    let api_state = Arc::new(crate::api::ApiState {
-        terminal: cfg.terminal_id.clone(),
-        checkpoint: checkpoint.clone(),
-        clock: checkpoint.clock(),
-        counters: pipeline.counters.clone(),
-        ready: ready.clone(),
-        token: crate::api::load_or_create_token(cfg.api_token_file.as_deref(), &cfg.state_dir)?,
-        rate: Mutex::new(crate::api::RateLimit::new(100, 50)),
-        syncer: syncer.clone(),
-    });
+    let pipeline = Pipeline::start(
+        &cfg,
+        checkpoint.clone(),
+        outputs,
+        syncer.clone(),
+        counters.clone(),
+    )?;
+    let running = Arc::new(AtomicBool::new(true));
+    let api_state = Arc::new(crate::api::ApiState::new(
+        cfg.terminal_id.clone(),
+        checkpoint.clone(),
+        pipeline.counters.clone(),
+        running.clone(),
+        token,
+        syncer.clone(),
+    ));
+    let mut panicked = None;
     runtime.block_on(async {
         use sd_notify::NotifyState;
         tracing::info!(listen = %cfg.api_listen, "api: listening");
         let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, crate::api::router(api_state))
-                .with_graceful_shutdown(async {
-                    let _ = api_stopped.await;
-                })
-                .await
-        });
+        let server = tokio::spawn(crate::api::serve(listener, api_state, async {
+            let _ = api_stopped.await;
+        }));
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         // systemd: ready once every stage runs; the watchdog is fed at half its period while
-        // the verifier is alive (a wedged verifier gets the gate restarted).
+        // the verifier and the outputs run and no decode thread is wedged.
         let status = format!(
             "terminal {}: {} source(s)",
             cfg.terminal_id,
@@ -108,30 +121,54 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
-                _ = tick.tick() => if pipeline.sources_done() { break; },
+                _ = tick.tick() => {
+                    if let Some(p) = pipeline.panicked() {
+                        panicked = Some(p);
+                        break;
+                    }
+                    if pipeline.sources_done() {
+                        break;
+                    }
+                },
                 _ = feed.tick(), if watchdog.is_some() => if pipeline.healthy() {
                     let _ = sd_notify::notify(&[NotifyState::Watchdog]);
                 },
             }
         }
-        ready.store(false, Ordering::SeqCst);
+        running.store(false, Ordering::SeqCst);
         let _ = sd_notify::notify(&[NotifyState::Stopping]);
         let _ = api_stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-        anyhow::Ok(())
-    })?;
+        let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    });
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
     let counters = pipeline.counters.clone();
-    pipeline.shutdown();
-    if let (Some(s), Some(t)) = (&syncer, sync_thread) {
-        // Records not pushed yet are durable in the store; the next start pushes them.
+    // The sync thread is told first: a push over a large backlog checks the flag between
+    // batches, and what it has not pushed is durable in the store for the next start.
+    if let Some(s) = &syncer {
         s.stop();
-        let _ = t.join();
     }
+    let drained = pipeline.shutdown(deadline);
+    if let Some(t) = sync_thread {
+        while !t.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            tracing::warn!("sync thread still waiting on the platform at the deadline; leaving it");
+        }
+    }
+    // Leaving the runtime must not wait for connections still open (bounded, like the rest).
+    runtime.shutdown_timeout(Duration::from_millis(500));
     tracing::info!(
         verified = counters.verified.load(Ordering::Relaxed),
         accepted = counters.accepted.load(Ordering::Relaxed),
         durable_seq = checkpoint.status().durable_seq,
+        timed_out = drained.timed_out,
         "stopped"
     );
-    Ok(())
+    match panicked.or_else(|| drained.panicked.into_iter().next()) {
+        Some(p) => Err(p.into()),
+        None => Ok(()),
+    }
 }

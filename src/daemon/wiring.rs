@@ -7,12 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::act::{command, relay, serial, webhook, GateOutput};
-use crate::capture::{CameraSource, FileSource, MjpegSource, ScannerSource, Source, V4lCamera};
+use crate::capture::scanner::TcpScannerSource;
+use crate::capture::{
+    CameraSource, FileSource, MjpegSource, ScannerSource, Source, SourceError, V4lCamera,
+};
 use crate::checkpoint::Checkpoint;
 use crate::checkpoint::Create;
 use crate::clock::{SystemTimeSource, TrustedClock};
 use crate::daemon::config::{Config, RelayLine, SourceConfig};
 use crate::sync::{Enrollment, SyncOptions, Syncer};
+use crate::telemetry::{Counters, SourceKind};
 
 /// Opens the store and trust state named by `cfg` and builds the checkpoint.
 pub fn checkpoint_from(cfg: &Config) -> anyhow::Result<Checkpoint> {
@@ -64,59 +68,85 @@ pub fn syncer_for(
     Ok(Arc::new(Syncer::new(checkpoint, enrollment, opts)?))
 }
 
-pub type Factory = Box<dyn FnOnce() -> Result<Box<dyn Source>, String> + Send>;
+/// How to (re)open one configured source.
+pub struct SourcePlan {
+    /// The source's name in logs, metrics and the status page.
+    pub name: String,
+    pub kind: SourceKind,
+    /// Reopen it when it fails or ends (every source but a file replay and stdin).
+    pub reopen: bool,
+    /// Opens the source; called again after a failure when `reopen`. Runs on the capture
+    /// thread (a V4L2 device must live on the thread that opened it).
+    pub open: Box<dyn FnMut() -> Result<Box<dyn Source>, SourceError> + Send>,
+}
 
-pub fn factory(s: &SourceConfig) -> (String, Factory) {
-    match s.clone() {
-        SourceConfig::Camera(c) => (
-            format!("camera:/dev/video{}", c.index),
-            Box::new(move || Ok(Box::new(CameraSource::new(V4lCamera::new(c))) as Box<dyn Source>)),
-        ),
-        SourceConfig::Mjpeg { url } => (
-            format!("mjpeg:{url}"),
-            Box::new(move || {
-                MjpegSource::connect(&url)
-                    .map(|s| Box::new(s) as Box<dyn Source>)
-                    .map_err(|e| e.to_string())
-            }),
-        ),
-        SourceConfig::Files { paths } => (
-            "files".into(),
-            Box::new(move || {
-                FileSource::new(&paths)
-                    .map(|s| Box::new(s) as Box<dyn Source>)
-                    .map_err(|e| e.to_string())
-            }),
-        ),
-        SourceConfig::ScannerSerial { device } => (
-            format!("serial:{}", device.display()),
-            Box::new(move || {
-                ScannerSource::device(&device)
-                    .map(|s| Box::new(s) as Box<dyn Source>)
-                    .map_err(|e| e.to_string())
-            }),
-        ),
-        SourceConfig::ScannerTcp { listen } => (
-            format!("tcp:{listen}"),
-            Box::new(move || {
-                let l = std::net::TcpListener::bind(listen).map_err(|e| e.to_string())?;
-                let (conn, peer) = l.accept().map_err(|e| e.to_string())?;
-                tracing::info!(%peer, "scanner connected");
-                Ok(
-                    Box::new(ScannerSource::from_reader(&format!("tcp:{peer}"), conn))
-                        as Box<dyn Source>,
-                )
-            }),
-        ),
-        SourceConfig::ScannerStdin => (
-            "stdin".into(),
-            Box::new(|| Ok(Box::new(ScannerSource::stdin()) as Box<dyn Source>)),
-        ),
+impl std::fmt::Debug for SourcePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourcePlan")
+            .field("name", &self.name)
+            .field("reopen", &self.reopen)
+            .finish_non_exhaustive()
     }
 }
 
-/// The gate's outputs as `cfg` describes them (relay, webhook, command, serial display).
-pub fn gate_output(cfg: &Config) -> anyhow::Result<GateOutput> {
+/// The plan for source `s`. A TCP scanner's port is bound here, so that a port in use is a
+/// start-up error rather than a source that never comes up.
+pub fn source_plan(s: &SourceConfig) -> anyhow::Result<SourcePlan> {
+    fn boxed<S: Source + 'static>(s: S) -> Box<dyn Source> {
+        Box::new(s)
+    }
+    Ok(match s.clone() {
+        SourceConfig::Camera(c) => SourcePlan {
+            name: format!("camera:/dev/video{}", c.index),
+            kind: SourceKind::Frames,
+            reopen: true,
+            open: Box::new(move || Ok(boxed(CameraSource::new(V4lCamera::new(c.clone()))))),
+        },
+        SourceConfig::Mjpeg { url } => SourcePlan {
+            name: format!("mjpeg:{url}"),
+            kind: SourceKind::Frames,
+            reopen: true,
+            open: Box::new(move || MjpegSource::connect(&url).map(boxed)),
+        },
+        SourceConfig::Files { paths } => SourcePlan {
+            name: "files".into(),
+            kind: SourceKind::Files,
+            reopen: false,
+            open: Box::new(move || FileSource::new(&paths).map(boxed)),
+        },
+        SourceConfig::ScannerSerial { device } => SourcePlan {
+            name: format!("serial:{}", device.display()),
+            kind: SourceKind::Texts,
+            reopen: true,
+            open: Box::new(move || ScannerSource::device(&device).map(boxed)),
+        },
+        SourceConfig::ScannerTcp { listen, allow } => {
+            let listener = std::net::TcpListener::bind(listen)
+                .with_context(|| format!("binding the scanner port {listen}"))?;
+            SourcePlan {
+                name: format!("tcp:{listen}"),
+                kind: SourceKind::Texts,
+                reopen: true,
+                open: Box::new(move || {
+                    let l = listener
+                        .try_clone()
+                        .map_err(|e| SourceError::new(&format!("tcp:{listen}"), e))?;
+                    TcpScannerSource::new(l, allow.clone()).map(boxed)
+                }),
+            }
+        }
+        SourceConfig::ScannerStdin => SourcePlan {
+            name: "stdin".into(),
+            kind: SourceKind::Texts,
+            reopen: false,
+            open: Box::new(|| Ok(boxed(ScannerSource::stdin()))),
+        },
+    })
+}
+
+/// The gate's outputs as `cfg` describes them (relay, webhook, command, serial display). The
+/// relay is claimed here: one that cannot be driven is a start-up error.
+pub fn gate_output(cfg: &Config, counters: &Counters) -> anyhow::Result<GateOutput> {
     let relay = match &cfg.relay {
         None => None,
         Some(r) => {
@@ -128,10 +158,11 @@ pub fn gate_output(cfg: &Config) -> anyhow::Result<GateOutput> {
                 } => Box::new(relay::CdevRelay::new(chip.clone(), *line, *active_low)),
                 RelayLine::File { path } => Box::new(relay::FileRelay::new(path.clone())),
             };
-            Some((
-                relay::RelayOutput::start(device)?,
-                Duration::from_millis(r.pulse_ms),
-            ))
+            let health = Arc::new(crate::telemetry::RelayHealth::default());
+            *counters.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(health.clone());
+            let output = relay::RelayOutput::start(device, health)
+                .map_err(|e| anyhow::anyhow!("the gate relay cannot be driven: {e}"))?;
+            Some((output, Duration::from_millis(r.pulse_ms)))
         }
     };
     let webhook = match &cfg.webhook {

@@ -204,6 +204,12 @@ impl Decoder {
 
     /// Every code found in `img` (deduplicated by text), or none.
     pub fn decode(&self, img: &GrayImage) -> Vec<Decoded> {
+        self.decode_until(img, &|| false)
+    }
+
+    /// [`Decoder::decode`], giving up at the next stage once `cancelled` says so (the request
+    /// it runs for is gone).
+    pub fn decode_until(&self, img: &GrayImage, cancelled: &dyn Fn() -> bool) -> Vec<Decoded> {
         let start = Instant::now();
         let bounded;
         let img = if img.width().max(img.height()) > MAX_SIDE {
@@ -217,7 +223,7 @@ impl Decoder {
             return Vec::new();
         }
         if self.config.half_first && img.width().min(img.height()) >= 480 {
-            if let Some(found) = self.live_stages(img, start) {
+            if let Some(found) = self.live_stages(img, start, cancelled) {
                 return dedup(found);
             }
         }
@@ -232,7 +238,7 @@ impl Decoder {
             if self.config.half_first && v.name == "half" {
                 continue;
             }
-            if start.elapsed() >= self.config.budget {
+            if start.elapsed() >= self.config.budget || cancelled() {
                 break;
             }
             let Some(variant) = (v.make)(img) else {
@@ -256,8 +262,13 @@ impl Decoder {
     /// The stages for live frames, cheapest and most productive first (measured on the
     /// synthetic gate set); `Some` ends the cascade — something was read, or the budget is
     /// spent — and `None` hands the frame on to the full-frame stages.
-    fn live_stages(&self, img: &GrayImage, start: Instant) -> Option<Vec<Decoded>> {
-        let spent = || start.elapsed() >= self.config.budget;
+    fn live_stages(
+        &self,
+        img: &GrayImage,
+        start: Instant,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Option<Vec<Decoded>> {
+        let spent = || start.elapsed() >= self.config.budget || cancelled();
         let multiple = self.config.multiple;
         // Ends the cascade with what a stage found, if it found anything or the budget is spent.
         macro_rules! stop_if_found_or_spent {

@@ -226,13 +226,14 @@ impl Db {
     /// Opens (or creates) the platform state in `dir`: CA, root key and user secret are made
     /// on first open.
     pub fn open(dir: &Path) -> Result<Db> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| PlatformError::Storage(format!("{}: {e}", dir.display())))?;
+        crate::files::create_private_dir(dir).map_err(|e| PlatformError::Storage(e.to_string()))?;
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(16 * 1024 * 1024)
             .open()?;
+        // sled's files hold the CA key, the bundle root key and every code-signing key.
+        crate::files::restrict_tree(&path).map_err(|e| PlatformError::Storage(e.to_string()))?;
         let t = |n: &str| db.open_tree(n);
         let meta = t("meta")?;
         let authority = match (meta.get("ca_cert")?, meta.get("ca_key")?) {

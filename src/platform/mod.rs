@@ -21,12 +21,13 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
+use crate::api::server::ConnInfo;
 use crate::sync::wire::{
     self, DecodeReply, DecodeRequest, EnrollRequest, EnrollResponse, RecordBatch,
 };
@@ -91,13 +92,56 @@ pub struct PlatformState {
     pub admin_token: zeroize::Zeroizing<String>,
 }
 
-/// The client certificate's fingerprint of the connection a request came on.
-#[derive(Debug, Clone)]
-struct Peer(Option<String>);
-
 /// Marks a response whose connection must be closed without sending it.
 #[derive(Debug, Clone, Copy)]
 struct Abort;
+
+fn aborted(resp: &Response) -> bool {
+    resp.extensions().get::<Abort>().is_some()
+}
+
+/// The TLS handshake of the sync API: the client certificate's fingerprint, when one was
+/// offered, is what every call but enrollment is authorised by.
+#[derive(Clone)]
+struct TlsHandshake {
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<PlatformState>,
+}
+
+impl crate::api::server::Handshake for TlsHandshake {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    async fn handshake(
+        &self,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> std::io::Result<(Self::Io, ConnInfo)> {
+        if self.state.faults.peek() == Some(Fault::Reset) {
+            // SO_LINGER 0: closing the socket sends RST. Linger 0 never blocks on drop.
+            #[allow(deprecated)]
+            let _ = tcp.set_linger(Some(Duration::ZERO));
+        }
+        let tls = self.acceptor.accept(tcp).await?;
+        let client_cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| crate::sync::tls::fingerprint(c));
+        Ok((tls, ConnInfo { peer, client_cert }))
+    }
+}
+
+/// Bounds of the sync API: enough connections for a fleet of gates, a few per address (a gate
+/// uses one or two), so unauthenticated clients holding connections cannot take the slots
+/// enrolled gates need.
+pub const SYNC_LIMITS: crate::api::server::Limits = crate::api::server::Limits {
+    max_connections: 2048,
+    max_per_peer: 16,
+    handshake: Duration::from_secs(10),
+    header_read: Duration::from_secs(15),
+    request: Duration::from_secs(120),
+    drain: Duration::from_secs(3),
+};
 
 fn error(status: StatusCode, message: &str) -> Response {
     (
@@ -123,9 +167,9 @@ fn platform_error(e: PlatformError) -> Response {
 }
 
 /// The terminal behind the client certificate, or the answer refusing the call.
-fn terminal_of(st: &PlatformState, peer: &Peer) -> Result<TerminalRecord, Box<Response>> {
+fn terminal_of(st: &PlatformState, peer: &ConnInfo) -> Result<TerminalRecord, Box<Response>> {
     let refuse = |status, msg| Err(Box::new(error(status, msg)));
-    let Some(fp) = &peer.0 else {
+    let Some(fp) = &peer.client_cert else {
         return refuse(StatusCode::UNAUTHORIZED, "client certificate required");
     };
     match st.db.terminal_by_cert(fp) {
@@ -181,7 +225,7 @@ struct BundleQuery {
 
 async fn bundle(
     State(st): State<Arc<PlatformState>>,
-    Extension(peer): Extension<Peer>,
+    Extension(peer): Extension<ConnInfo>,
     Query(q): Query<BundleQuery>,
 ) -> Response {
     let t = match terminal_of(&st, &peer) {
@@ -198,7 +242,7 @@ async fn bundle(
 
 async fn records(
     State(st): State<Arc<PlatformState>>,
-    Extension(peer): Extension<Peer>,
+    Extension(peer): Extension<ConnInfo>,
     Json(batch): Json<RecordBatch>,
 ) -> Response {
     // Records are taken even from a revoked terminal: what it verified must not be lost.
@@ -241,7 +285,7 @@ async fn records(
 
 async fn decode(
     State(st): State<Arc<PlatformState>>,
-    Extension(peer): Extension<Peer>,
+    Extension(peer): Extension<ConnInfo>,
     Json(req): Json<DecodeRequest>,
 ) -> Response {
     let t = match terminal_of(&st, &peer) {
@@ -294,8 +338,14 @@ impl RunningPlatform {
         format!("https://{}", self.sync_addr)
     }
 
+    /// `http://` on loopback, `https://` (the platform's certificate) anywhere else.
     pub fn admin_url(&self) -> String {
-        format!("http://{}", self.admin_addr)
+        let scheme = if self.admin_addr.ip().is_loopback() {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", self.admin_addr)
     }
 
     /// Stops accepting and ends the serving tasks.
@@ -308,19 +358,10 @@ impl RunningPlatform {
 }
 
 fn load_or_create_admin_token(data: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
-    let path = data.join("admin.token");
-    if path.exists() {
-        let bytes = crate::files::read_secret(&path)?;
-        return Ok(zeroize::Zeroizing::new(
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ));
-    }
-    let mut raw = [0u8; 24];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
-    let token = hex::encode(raw);
-    crate::files::write_durable(&path, token.as_bytes(), 0o600)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(zeroize::Zeroizing::new(token))
+    Ok(crate::files::load_or_create_token(
+        &data.join("admin.token"),
+        true,
+    )?)
 }
 
 /// Opens the platform's state and starts serving (inside a tokio runtime).
@@ -354,22 +395,45 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<RunningPlatform> {
         admin_token,
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let sync_task = tokio::spawn(serve_tls(
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let handshake = TlsHandshake {
+        acceptor: tokio_rustls::TlsAcceptor::from(tls),
+        state: state.clone(),
+    };
+    let sync_task = tokio::spawn(crate::api::server::serve(
         sync_listener,
-        tokio_rustls::TlsAcceptor::from(tls),
+        handshake.clone(),
         sync_router(state.clone()),
-        state.clone(),
-        stopped.clone(),
+        SYNC_LIMITS,
+        Some(aborted),
+        until_stopped(stopped.clone()),
     ));
     let admin = admin::router(state.clone());
-    let mut admin_stopped = stopped;
-    let admin_task = tokio::spawn(async move {
-        let _ = axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let admin_limits = crate::api::server::Limits::default();
+    // The admin API answers over plain HTTP on loopback only; bound anywhere else it is served
+    // over TLS with the platform's certificate (the token must never cross a network in clear).
+    let admin_task = if admin_addr.ip().is_loopback() {
+        tokio::spawn(crate::api::server::serve(
+            admin_listener,
+            crate::api::server::Plain,
+            admin,
+            admin_limits,
+            None,
+            until_stopped(stopped),
+        ))
+    } else {
+        tracing::info!(%admin_addr, "platform: admin API not on loopback: served over TLS");
+        tokio::spawn(crate::api::server::serve(
+            admin_listener,
+            handshake,
+            admin,
+            admin_limits,
+            None,
+            until_stopped(stopped),
+        ))
+    };
     tracing::info!(%sync_addr, %admin_addr, "platform: serving");
     Ok(RunningPlatform {
         state,
@@ -378,82 +442,6 @@ pub async fn start(opts: PlatformOptions) -> anyhow::Result<RunningPlatform> {
         stop,
         tasks: vec![sync_task, admin_task],
     })
-}
-
-/// Accepts TLS connections and serves HTTP/1.1 on each, tagging requests with the client
-/// certificate's fingerprint. Handshakes are bounded (10 s) and run per connection.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
-    state: Arc<PlatformState>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(512));
-    loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "platform: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = async { let _ = stopped.wait_for(|s| *s).await; } => return,
-        };
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return;
-        };
-        if state.faults.peek() == Some(Fault::Reset) {
-            // SO_LINGER 0: closing the socket sends RST. Linger 0 never blocks on drop.
-            #[allow(deprecated)]
-            let _ = tcp.set_linger(Some(Duration::ZERO));
-        }
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let mut conn_stopped = stopped.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    _ => return,
-                };
-            let fp = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| crate::sync::tls::fingerprint(c));
-            let peer = Peer(fp);
-            let service =
-                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer.clone());
-                    let router = router.clone();
-                    async move {
-                        let resp =
-                            tower_service::Service::call(&mut router.clone(), req.map(Body::new))
-                                .await
-                                .unwrap_or_else(|e| match e {});
-                        if resp.extensions().get::<Abort>().is_some() {
-                            return Err(std::io::Error::other("reply dropped on purpose"));
-                        }
-                        Ok::<_, std::io::Error>(resp)
-                    }
-                });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = async { let _ = conn_stopped.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
-            }
-        });
-    }
 }
 
 /// `yima-gate platform`: serves until SIGTERM/SIGINT.

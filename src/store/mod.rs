@@ -64,7 +64,7 @@ use crate::clock::VerifyTime;
 use crate::verification::record::{Record, RecordHasher};
 use crate::verification::verifier::{ReplayView, Verification};
 use commit::{Durability, DurableState};
-use recovery::{fsync_dir, open_with_recovery, restrict_modes, StoreLock};
+use recovery::{fsync_dir, open_with_recovery, StoreLock};
 use replay::{purge_tags_before, restore_replay_tags, TreeReplayView};
 
 const K_NEXT_SEQ: &[u8] = b"next_seq";
@@ -251,7 +251,7 @@ impl Store {
         let (db, mut open_state) = open_with_recovery(state_dir, &path, now_ms)?;
         // sled creates its files under the process umask; the store holds the HMAC key of
         // record hashes and the platform's policy (with any HMAC code key): private, always.
-        restrict_modes(&path)?;
+        crate::files::restrict_tree(&path)?;
         if !existed && open_state == OpenState::Existing {
             open_state = match create {
                 Create::Provision => OpenState::Provisioned,

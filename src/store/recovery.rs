@@ -187,20 +187,3 @@ pub(super) fn fsync_dir(path: &Path) -> Result<(), StoreError> {
         .and_then(|d| d.sync_all())
         .map_err(io_err(path))
 }
-
-/// Removes group and world access from every file and directory of the store (a store
-/// created under a wide umask, or copied in by hand), saying so in the log.
-pub(super) fn restrict_modes(path: &Path) -> Result<(), StoreError> {
-    crate::files::restrict_mode(path, crate::files::PRIVATE_DIR)?;
-    let entries = std::fs::read_dir(path).map_err(io_err(path))?;
-    for entry in entries {
-        let entry = entry.map_err(io_err(path))?;
-        let p = entry.path();
-        if entry.file_type().map_err(io_err(&p))?.is_dir() {
-            restrict_modes(&p)?;
-        } else {
-            crate::files::restrict_mode(&p, crate::files::PRIVATE_FILE)?;
-        }
-    }
-    Ok(())
-}

@@ -53,8 +53,8 @@ impl Enrollment {
 
     /// Writes the enrollment (0600) atomically: a crash leaves the old one or the new one.
     pub fn save(&self, state_dir: &Path) -> Result<(), SyncError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| SyncError::Enrollment(format!("{}: {e}", state_dir.display())))?;
+        crate::files::create_private_dir(state_dir)
+            .map_err(|e| SyncError::Enrollment(e.to_string()))?;
         let json = Zeroizing::new(serde_json::to_vec_pretty(self).unwrap_or_default());
         crate::files::write_durable(
             &state_dir.join(Self::FILE),

@@ -101,6 +101,11 @@ pub struct SyncStatus {
     pub pushes_failed: AtomicU64,
     pub records_pushed: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Times the platform's cursor was behind what this gate had already deleted (a platform
+    /// restored from a backup): recorded as an audit event on both sides, then converged.
+    pub gaps: AtomicU64,
+    /// One batch pushed and confirmed.
+    pub push_latency: crate::telemetry::Histogram,
     pub bundles_refused: AtomicU64,
     pub online_asked: AtomicU64,
     pub online_unanswered: AtomicU64,
@@ -303,7 +308,12 @@ impl Syncer {
             });
             let mut confirmed = 0;
             for item in rx {
+                // A stop between batches: what is not pushed is durable and goes next start.
+                if self.stopped.load(Ordering::SeqCst) {
+                    return Ok(confirmed);
+                }
                 let b = item?;
+                let started = std::time::Instant::now();
                 let reply = match self.client.push(records_url.as_deref(), &b.key, b.body) {
                     Err(SyncError::Conflict { key }) => {
                         self.status.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -322,6 +332,7 @@ impl Syncer {
                     )));
                 }
                 store.ack_synced(through)?;
+                self.status.push_latency.observe(started.elapsed());
                 let n = through + 1 - b.first;
                 confirmed += n;
                 self.status.records_pushed.fetch_add(n, Ordering::Relaxed);
@@ -434,11 +445,6 @@ impl Syncer {
             .wake
             .wait_timeout_while(guard, d, |stop| !*stop)
             .unwrap_or_else(|p| p.into_inner());
-    }
-
-    /// Wakes the thread for an immediate round (new records, operator request).
-    pub fn kick(&self) {
-        self.wake.notify_all();
     }
 
     /// Ends [`Syncer::run`] at its next wait (a request in flight finishes or times out first).

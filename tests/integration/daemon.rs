@@ -78,8 +78,21 @@ fn files_and_scanner_text_through_the_whole_pipeline() {
     assert_eq!(gate.records().len(), 4, "every verification recorded");
     // the relay (a file-backed double of the GPIO line) pulsed once per accepted code only
     let pulses = std::fs::read_to_string(gate.dir.path().join("pulses.jsonl")).expect("pulses");
-    assert_eq!(pulses.lines().count(), 2, "{pulses}");
-    assert!(pulses.lines().all(|l| l.contains("\"pulse_ms\":300")));
+    let openings: Vec<&str> = pulses
+        .lines()
+        .filter(|l| l.contains("\"opening\""))
+        .collect();
+    assert_eq!(openings.len(), 2, "{pulses}");
+    assert!(openings.iter().all(|l| l.contains("\"pulse_ms\":300")));
+    // the line was claimed released at start and ends released
+    assert!(
+        pulses.lines().next().is_some_and(|l| l.contains("\"off\"")),
+        "{pulses}"
+    );
+    assert!(
+        pulses.lines().last().is_some_and(|l| l.contains("\"off\"")),
+        "{pulses}"
+    );
     // the webhook got both accepted verdicts (one after a retry), signed, with claims but no sub
     let reqs = receiver.requests();
     assert_eq!(reqs.len(), 3, "two deliveries, one retried");

@@ -5,10 +5,10 @@
 //! exercises them on every run. `YIMA_FUZZ_ITERS` scales the run (default: CI-sized).
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
-use yima_gate::api::{router, ApiState, RateLimit};
+use yima_gate::api::{router, ApiState};
 use yima_gate::clock::VerifyTime;
 use yima_gate::verification::code;
 use yima_gate::verification::keys::Alg;
@@ -199,18 +199,18 @@ fn fuzz_api_requests() {
         trust,
         crate::common::T0,
     ));
-    let clock = checkpoint.clock();
     let token = "fuzz-token";
-    let state = Arc::new(ApiState {
-        terminal: "FUZZ".into(),
-        checkpoint,
-        clock,
-        counters: Arc::default(),
-        ready: Arc::new(AtomicBool::new(true)),
-        token: zeroize::Zeroizing::new(token.as_bytes().to_vec()),
-        rate: Mutex::new(RateLimit::new(u32::MAX, u32::MAX)),
-        syncer: None,
-    });
+    let state = Arc::new(
+        ApiState::new(
+            "FUZZ".into(),
+            checkpoint,
+            Arc::default(),
+            Arc::new(AtomicBool::new(true)),
+            zeroize::Zeroizing::new(token.as_bytes().to_vec()),
+            None,
+        )
+        .with_authorized_rate(u32::MAX, u32::MAX),
+    );
     let app = router(state);
     let valid = code::mint(
         &k.signing,
