@@ -3,11 +3,12 @@
 # containers: Debian's rustc-web with the arm64 standard library through multiarch, the gcc
 # cross linker, and qemu-user-static to run the tests.
 #
-#   cross/build-aarch64.sh            # release binary → target/aarch64-unknown-linux-gnu/release/yima-gate
-#   cross/build-aarch64.sh --test     # also build the test suite and run it under qemu
+#   cross/build-aarch64.sh            # the gate build (no reference platform, demo or minting)
+#                                     #   → target/aarch64-unknown-linux-gnu/release/yima-gate
+#   cross/build-aarch64.sh --test     # also build the gate build's test suite and run it under qemu
 #
 # Needs root (or sudo) once for the packages. rustup's own aarch64 target is not used: its
-# downloads were unreliable where this was measured (shared/notes/measured-facts.md).
+# downloads were unreliable where this was measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +53,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /us
 export YIMA_TEST_RUNNER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER"
 
 start=$(date +%s)
-"$CARGO" build --locked --release --target "$TARGET" --bin yima-gate
+"$CARGO" build --locked --release --no-default-features --target "$TARGET" --bin yima-gate
 bin="target/$TARGET/release/yima-gate"
 aarch64-linux-gnu-strip -o "$bin.stripped" "$bin"
 echo "built $bin in $(( $(date +%s) - start )) s; stripped $(stat -c %s "$bin.stripped") bytes"
@@ -67,6 +68,6 @@ if [ "${1:-}" = "--test" ]; then
   # release dependencies, and this shortens the compile.
   start=$(date +%s)
   CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_OPT_LEVEL=1 CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 \
-    "$CARGO" test --locked --release --no-fail-fast --target "$TARGET"
+    "$CARGO" test --locked --release --no-default-features --no-fail-fast --target "$TARGET"
   echo "aarch64 test suite under qemu: $(( $(date +%s) - start )) s"
 fi

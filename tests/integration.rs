@@ -5,10 +5,13 @@
 #[path = "integration/common/mod.rs"]
 mod common;
 
+#[path = "integration/architecture.rs"]
+mod architecture;
 #[path = "integration/fuzz.rs"]
 mod fuzz;
 #[path = "integration/interop.rs"]
 mod interop;
+
 #[path = "integration/vectors.rs"]
 mod vectors;
 #[path = "integration/verifier_table.rs"]

@@ -35,6 +35,8 @@ use crate::sync::Enrollment;
 /// recorded and acted on → sync thread told to stop. Shorter than the unit's
 /// `TimeoutStopSec=20s`, so systemd never has to kill a draining gate.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How long a stop waits for the sync thread to finish a request in flight.
+pub const SYNC_JOIN: Duration = Duration::from_secs(2);
 
 /// `yima-gate run`: starts the pipeline and runs until SIGTERM/SIGINT or until every source
 /// has ended by itself; then drains within [`SHUTDOWN_GRACE`]. A stage that panicked ends the
@@ -149,6 +151,10 @@ pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     let drained = pipeline.shutdown(deadline);
     if let Some(t) = sync_thread {
+        // A request in flight cannot be interrupted; what it has not confirmed is durable and
+        // pushed at the next start (the cursor is fsynced before any record is deleted), so
+        // the sync thread gets a short while, not the whole grace period.
+        let deadline = deadline.min(std::time::Instant::now() + SYNC_JOIN);
         while !t.is_finished() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }

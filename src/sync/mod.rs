@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::checkpoint::Checkpoint;
-use crate::store::StoreError;
+use crate::checkpoint::StoreError;
 use crate::verification::keys::VerifyingKey;
 use crate::verification::verdict::{CodeKind, Reason};
 use bundle::PolicyCache;

@@ -344,3 +344,77 @@ fn local_api_verifies_reports_and_guards_itself() {
         .success());
     assert_eq!(child.wait().expect("wait").code(), Some(0));
 }
+
+/// Polls `f` until it holds (bounded: 10 s): waits for the pipeline's threads, never for time
+/// to pass — time is moved by hand.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn a_running_pipeline_purges_replay_tags_whose_window_ended() {
+    use std::sync::Arc;
+    use yima_gate::checkpoint::{Checkpoint, Create};
+    use yima_gate::daemon::config::Config;
+    use yima_gate::daemon::pipeline::Pipeline;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let k = crate::common::key(yima_gate::verification::keys::Alg::EdDSA, "purge");
+    let mut trust = crate::common::trust_with(&[&k]);
+    trust.terminal.scenes = yima_gate::verification::trust::Scenes::Any;
+    let time = crate::common::ManualTime::new(crate::common::T0, true);
+    let state = dir.path().join("state");
+    let checkpoint = Arc::new(
+        Checkpoint::open(&state, Create::Provision, trust, |floor| time.clock(floor))
+            .expect("checkpoint"),
+    );
+    let port = crate::common::free_port();
+    let trust_file = dir.path().join("trust.json");
+    std::fs::write(&trust_file, "[]").expect("trust");
+    let cfg = Config::parse(
+        &format!(
+            "[terminal]\nid = \"PURGE\"\nstate_dir = \"{}\"\n[trust]\nkeys = \"{}\"\n\
+             [[source]]\nkind = \"scanner\"\ntcp = \"127.0.0.1:{port}\"\n",
+            state.display(),
+            trust_file.display()
+        ),
+        "test",
+    )
+    .expect("config");
+    let counters = Arc::new(yima_gate::telemetry::Counters::default());
+    let pipeline = Pipeline::start(&cfg, checkpoint.clone(), vec![], None, counters.clone())
+        .expect("pipeline");
+    let mut scanner = std::net::TcpStream::connect(("127.0.0.1", port)).expect("scanner");
+    for i in 0..3 {
+        let text = yima_gate::verification::code::mint(
+            &k.signing,
+            &k.kid,
+            &crate::common::dynamic_claims(crate::common::T0, 500 + i),
+        );
+        scanner
+            .write_all(format!("{text}\r\n").as_bytes())
+            .expect("scan");
+    }
+    eventually("three accepted codes", || {
+        counters.accepted.load(std::sync::atomic::Ordering::Relaxed) == 3
+    });
+    assert_eq!(checkpoint.status().replay_tags, 3);
+    // Two minutes later (by the verification clock) their windows have ended: the running
+    // pipeline forgets them, with no restart.
+    time.advance(120_000);
+    eventually("the purge", || checkpoint.status().replay_tags == 0);
+    assert_eq!(
+        counters
+            .replay_tags_purged
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    let drained = pipeline.shutdown(std::time::Instant::now() + std::time::Duration::from_secs(5));
+    assert!(drained.panicked.is_empty() && !drained.timed_out);
+}

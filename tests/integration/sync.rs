@@ -501,3 +501,78 @@ fn the_sync_thread_brings_an_emergency_stop_within_one_interval_and_pushes_on_it
     syncer.stop();
     thread.join().expect("join");
 }
+
+#[test]
+fn sigterm_with_a_large_backlog_and_a_hanging_platform_exits_within_the_grace_period() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let state = dir.path().join("gate");
+    enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
+    const BACKLOG: u64 = 20_000;
+    {
+        let cp = gate_checkpoint(&state);
+        let mut last = 0;
+        for i in 0..BACKLOG {
+            last = cp
+                .check_staged(&format!("not a code {i}"))
+                .expect("record")
+                .seq()
+                .expect("recorded");
+        }
+        cp.wait_durable(last).expect("durable");
+    }
+    // Every push commits and then never answers within the gate's timeout.
+    p.faults().arm(&[Fault::Hang; 8]);
+    let port = crate::common::free_port();
+    let cfg = dir.path().join("gate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[terminal]\nid = \"{TERMINAL}\"\nstate_dir = \"{}\"\n[platform]\nurl = \"{}\"\ninterval_s = 1\nbatch = 1000\n\
+             [clock]\ntrust_system_clock = true\n[[source]]\nkind = \"scanner\"\nstdin = true\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+            state.display(),
+            p.sync_url()
+        ),
+    )
+    .expect("config");
+    let mut child = crate::common::gate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Wait (bounded) until a push is in flight at the platform.
+    let mut waited = 0;
+    while p
+        .faults()
+        .injected
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(waited < 1000, "no push reached the platform");
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+    }
+    let _ = stdin.flush();
+    let start = std::time::Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let status = child.wait().expect("wait");
+    let took = start.elapsed();
+    drop(stdin);
+    assert_eq!(status.code(), Some(0), "clean exit");
+    assert!(
+        took < yima_gate::daemon::SHUTDOWN_GRACE,
+        "stopped in {took:?}, past the grace period"
+    );
+    // Nothing was deleted without a confirmation: the whole backlog waits for the next start.
+    let cp = gate_checkpoint(&state);
+    assert_eq!(cp.status().backlog, BACKLOG);
+}
