@@ -1,5 +1,5 @@
 //! Decode figures, one thread (run as `taskset -c 0 cargo bench --bench decode`):
-//! - real photos (`../shared/datasets/qr-photos`): decoded count, median and p90 decode time
+//! - real photos (`tests/data/qr-photos`, zxing-cpp's samples): decoded count, median and p90 decode time
 //!   per image (each image's time is the median of 5 runs of the decode call);
 //! - the synthetic gate set (`yima_gate::demo::synth`, seed 2026, 200 frames of YM1 codes at
 //!   1280×720): decode rate, p50/p99 frame-to-text latency with the live-frame settings, and
@@ -22,7 +22,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn photos() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/qr-photos");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qr-photos");
     let Ok(manifest) = std::fs::read_to_string(base.join("manifest.tsv")) else {
         if std::env::var_os("CI").is_some() {
             panic!("dataset {} missing in CI", base.display());

@@ -144,11 +144,15 @@ pub fn read_text(path: &Path) -> Result<String, FileError> {
     std::fs::read_to_string(path).map_err(io(path))
 }
 
-/// Refuses a file that group or others can read or write.
+/// Refuses a file that others can read or write, or that a group other than this process's
+/// own can read (`root:yima-gate 0640` is private to the service; `0644` is not).
 pub fn check_private(path: &Path) -> Result<(), FileError> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).map_err(io(path))?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let own_group = meta.gid() == rustix::process::getegid().as_raw();
+    let group_ok = mode & 0o070 == 0 || (own_group && mode & 0o030 == 0);
+    if mode & 0o007 != 0 || !group_ok {
         return Err(FileError::InsecureMode {
             path: path.to_path_buf(),
             mode,
@@ -226,11 +230,16 @@ mod tests {
         let p = dir.path().join("s");
         write_durable(&p, b"  s3cret\n", 0o600).expect("write");
         assert_eq!(read_secret(&p).expect("read").as_slice(), b"s3cret");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(matches!(
             read_secret(&p),
-            Err(FileError::InsecureMode { mode: 0o640, .. })
+            Err(FileError::InsecureMode { mode: 0o644, .. })
         ));
+        // Group-readable by this process's own group (root:yima-gate 0640 for the service).
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(read_secret(&p).is_ok());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+        assert!(read_secret(&p).is_err(), "group-writable is not private");
         assert_eq!(
             read_secret(&dir.path().join("absent"))
                 .err()

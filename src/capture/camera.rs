@@ -20,18 +20,32 @@ pub enum PixelFormat {
 /// What the technician asks of the camera.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CameraConfig {
-    /// `/dev/videoN` index.
-    pub index: u32,
+    /// The V4L2 device: `/dev/videoN`, or a stable link to one (`/dev/v4l/by-id/…`), resolved
+    /// each time the camera is opened (a replugged camera may come back under another N).
+    pub device: std::path::PathBuf,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
     pub format: PixelFormat,
 }
 
+impl CameraConfig {
+    /// The N of the `/dev/videoN` the device path is or links to.
+    pub fn video_index(&self) -> Result<u32, String> {
+        let real = std::fs::canonicalize(&self.device)
+            .map_err(|e| format!("{}: {e}", self.device.display()))?;
+        real.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("video"))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("{} is not a /dev/videoN device", real.display()))
+    }
+}
+
 impl Default for CameraConfig {
     fn default() -> Self {
         CameraConfig {
-            index: 0,
+            device: std::path::PathBuf::from("/dev/video0"),
             width: 1280,
             height: 720,
             fps: 30,
@@ -276,8 +290,9 @@ impl CameraDevice for V4lCamera {
             nokhwa::utils::FrameFormat::GRAY,
         ];
         let request = RequestedFormat::with_formats(RequestedFormatType::Closest(wanted), &FORMATS);
+        let index = c.video_index()?;
         let mut camera =
-            nokhwa::Camera::new(CameraIndex::Index(c.index), request).map_err(|e| e.to_string())?;
+            nokhwa::Camera::new(CameraIndex::Index(index), request).map_err(|e| e.to_string())?;
         camera.open_stream().map_err(|e| e.to_string())?;
         let got = camera.camera_format();
         tracing::info!(
@@ -315,7 +330,7 @@ impl CameraDevice for V4lCamera {
     }
 
     fn describe(&self) -> String {
-        format!("/dev/video{}", self.config.index)
+        self.config.device.display().to_string()
     }
 }
 
@@ -421,7 +436,7 @@ mod tests {
     #[test]
     fn a_missing_v4l_device_is_an_error_not_a_panic() {
         let mut cam = V4lCamera::new(CameraConfig {
-            index: 99,
+            device: std::path::PathBuf::from("/dev/video99"),
             ..CameraConfig::default()
         });
         assert!(cam.open().is_err());

@@ -103,6 +103,9 @@ pub enum Command {
     /// modes, API, clock, policy age, platform — one line each, OK / WARN / FAIL with the fix;
     /// exit 1 on any FAIL.
     Doctor(ConfigArg),
+    /// Print the man page (roff), generated from these definitions (the package ships it).
+    #[command(hide = true)]
+    Manpage,
     /// Generate a key pair: a private key file (mode 0600) and a trust file in the spec's JSON.
     #[cfg(feature = "platform")]
     Keygen(mint::KeygenArgs),
@@ -268,6 +271,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync(a) => sync_once(&a.config),
+        Command::Manpage => {
+            std::io::Write::write_all(&mut std::io::stdout(), &manpage()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor(a) => {
             let report = doctor::run(&a.config);
             for f in &report {
@@ -302,6 +309,39 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "platform")]
         Command::Demo { state_dir } => crate::demo::run(state_dir.as_deref()),
     }
+}
+
+/// The man page: the main page, then one section per command with its synopsis, description
+/// and options, and the exit-code table.
+pub fn manpage() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let page = clap_mangen::Man::new(
+            sub.clone()
+                .bin_name(format!("yima-gate {}", sub.get_name())),
+        );
+        let mut section = Vec::new();
+        page.render_synopsis_section(&mut section)?;
+        page.render_description_section(&mut section)?;
+        page.render_options_section(&mut section)?;
+        // Each command's sections become subsections of one COMMAND section.
+        let text = String::from_utf8_lossy(&section).replace(".SH ", ".SS ");
+        out.extend_from_slice(format!(".SH \"COMMAND {}\"\n", sub.get_name()).as_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.extend_from_slice(
+        b".SH \"EXIT STATUS\"\n0 success, accepted, every check passed; 1 refused, a check failed, no code in an image; 2 usage; 64 configuration; 69 runtime (store, port, platform, device unavailable); 70 internal error (a pipeline stage panicked).\n.SH FILES\n/etc/yima-gate/gate.toml, /var/lib/yima-gate, /usr/share/doc/yima-gate/README.md\n",
+    );
+    man.render_version_section(&mut out)?;
+    Ok(out)
 }
 
 fn load_config(path: &Path) -> anyhow::Result<crate::daemon::config::Config> {

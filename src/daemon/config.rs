@@ -235,8 +235,13 @@ struct RawTerminal {
     state_dir: PathBuf,
 }
 
+/// Where the package keeps the gate's state.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/yima-gate";
+/// Where the local API listens unless configured.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8640";
+
 fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/yima-gate")
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,7 +317,7 @@ impl Default for RawClock {
 enum RawSource {
     Camera {
         #[serde(default)]
-        device: u32,
+        device: CameraDevice,
         #[serde(default = "default_width")]
         width: u32,
         #[serde(default = "default_height")]
@@ -336,6 +341,20 @@ enum RawSource {
         #[serde(default)]
         stdin: bool,
     },
+}
+
+/// `device = 0` or `device = "/dev/video0"` (or a `/dev/v4l/by-id/…` link).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CameraDevice {
+    Index(u32),
+    Path(PathBuf),
+}
+
+impl Default for CameraDevice {
+    fn default() -> Self {
+        CameraDevice::Index(0)
+    }
 }
 
 fn default_width() -> u32 {
@@ -385,7 +404,7 @@ struct RawApi {
 }
 
 fn default_listen() -> String {
-    "127.0.0.1:8640".into()
+    DEFAULT_API_LISTEN.into()
 }
 
 impl Default for RawApi {
@@ -412,9 +431,9 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError {
+        let raw: Raw = raw_config(text).map_err(|problems| ConfigError {
             path: origin.to_string(),
-            problems: vec![toml_problem(&e, text)],
+            problems,
         })?;
         let mut problems = Vec::new();
         let mut bad = |key: &str, message: String| {
@@ -455,9 +474,15 @@ impl Config {
             );
         }
         match (&raw.trust.keys, &raw.platform) {
-            (Some(keys), _) if !keys.exists() => {
-                bad("trust.keys", format!("{} does not exist", keys.display()))
-            }
+            // With a platform, bundles bring the keys: a local trust file is optional (the
+            // shipped example names one for the offline path; an enrolled gate needs none).
+            (Some(keys), None) if !keys.exists() => bad(
+                "trust.keys",
+                format!(
+                    "{} does not exist (put the platform's trust file there, or configure [platform] and enroll)",
+                    keys.display()
+                ),
+            ),
             (None, None) => bad(
                 "trust.keys",
                 "required unless a [platform] provides keys through bundles".into(),
@@ -519,8 +544,21 @@ impl Config {
                     if !(1..=120).contains(&fps) {
                         bad(&key("fps"), "must be 1..=120".into());
                     }
+                    let device = match device {
+                        CameraDevice::Index(n) => PathBuf::from(format!("/dev/video{n}")),
+                        CameraDevice::Path(p) => {
+                            if !p.is_absolute() {
+                                bad(
+                                    &key("device"),
+                                    "must be a number or an absolute path such as /dev/video0"
+                                        .into(),
+                                );
+                            }
+                            p
+                        }
+                    };
                     sources.push(SourceConfig::Camera(CameraConfig {
-                        index: device,
+                        device,
                         width,
                         height,
                         fps,
@@ -723,7 +761,165 @@ impl Config {
     }
 }
 
-/// A TOML syntax or type error as a problem located by line and column.
+/// The raw configuration, or every problem of its shape at once: a syntax error (by line and
+/// column), else each wrong type, unknown key or missing key by its key path
+/// (`clock.skew_s: expected an integer, found a string`). After each problem the offending
+/// key is set aside and the rest checked again, so one pass reports them all.
+fn raw_config(text: &str) -> Result<Raw, Vec<ConfigProblem>> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| vec![toml_problem(&e, text)])?;
+    let mut problems = Vec::new();
+    // Bounded: each round removes one key (a file has far fewer wrong keys than this).
+    for _ in 0..64 {
+        let value = toml::Value::Table(table.clone());
+        match serde_path_to_error::deserialize::<_, Raw>(value) {
+            Ok(raw) if problems.is_empty() => return Ok(raw),
+            Ok(_) => return Err(problems),
+            Err(e) => {
+                let path: Vec<String> = e
+                    .path()
+                    .iter()
+                    .map(|s| match s {
+                        serde_path_to_error::Segment::Seq { index } => format!("[{index}]"),
+                        serde_path_to_error::Segment::Map { key } => key.clone(),
+                        serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+                        serde_path_to_error::Segment::Unknown => "?".into(),
+                    })
+                    .collect();
+                // toml appends "in `key`" lines: the key is named in front already.
+                let text = e.inner().to_string();
+                let text = text
+                    .split("\nin `")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                let message = humanize(&text);
+                // An unknown key reported at its container: name the key itself.
+                let mut key_path = path.clone();
+                if let Some(unknown) = backticked(&message, "unknown field `") {
+                    if key_path.last() != Some(&unknown) {
+                        key_path.push(unknown);
+                    }
+                }
+                let key = dotted(&key_path);
+                problems.push(ConfigProblem {
+                    key: if key.is_empty() { "(file)".into() } else { key },
+                    message,
+                });
+                if !remove_key(&mut table, &key_path) {
+                    return Err(problems);
+                }
+            }
+        }
+    }
+    Err(problems)
+}
+
+/// `a`, `[1]`, `b` → `a[1].b`.
+fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for p in path {
+        if !p.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(p);
+    }
+    out
+}
+
+fn backticked(message: &str, after: &str) -> Option<String> {
+    let start = message.find(after)? + after.len();
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// Removes the key at `path` from `table`; false when there is nothing to remove (a missing
+/// key: its parent is reported, nothing more can be checked below it).
+fn remove_key(table: &mut toml::Table, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut value: &mut toml::Value = match parents.first() {
+        Some(first) => match table.get_mut(first) {
+            Some(v) => v,
+            None => return false,
+        },
+        None => return table.remove(last).is_some(),
+    };
+    for p in &parents[1..] {
+        let next = match (p.strip_prefix('[').and_then(|s| s.strip_suffix(']')), value) {
+            (Some(i), toml::Value::Array(a)) => i.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+            (None, toml::Value::Table(t)) => t.get_mut(p),
+            _ => None,
+        };
+        match next {
+            Some(v) => value = v,
+            None => return false,
+        }
+    }
+    match (
+        last.strip_prefix('[').and_then(|s| s.strip_suffix(']')),
+        value,
+    ) {
+        (Some(i), toml::Value::Array(a)) => match i.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        (None, toml::Value::Table(t)) => t.remove(last).is_some(),
+        _ => false,
+    }
+}
+
+/// serde's type errors in a technician's words: `invalid type: string "x", expected i64` →
+/// `expected an integer, found a string ("x")`.
+fn humanize(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_string();
+    };
+    let Some((found, expected)) = rest.split_once(", expected ") else {
+        return message.to_string();
+    };
+    let kind = |t: &str| -> String {
+        let t = t.trim();
+        if [
+            "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "usize", "isize",
+        ]
+        .iter()
+        .any(|n| t == *n || t.starts_with(&format!("{n} ")))
+            || t.contains("integer")
+        {
+            "an integer".into()
+        } else if t == "a boolean" || t == "bool" {
+            "true or false".into()
+        } else {
+            t.to_string()
+        }
+    };
+    let (found_kind, found_value) = match found.split_once(' ') {
+        Some((k, v)) => (k, Some(v)),
+        None => (found, None),
+    };
+    let found_kind = match found_kind {
+        "string" => "a string",
+        "integer" => "an integer",
+        "floating" => "a number with a fraction",
+        "boolean" => "true or false",
+        "sequence" => "a list",
+        "map" => "a table",
+        other => other,
+    };
+    match found_value {
+        Some(v) if !v.starts_with("point") => {
+            format!("expected {}, found {found_kind} ({v})", kind(expected))
+        }
+        _ => format!("expected {}, found {found_kind}", kind(expected)),
+    }
+}
+
+/// A TOML syntax error as a problem located by line and column.
 fn toml_problem(e: &toml::de::Error, text: &str) -> ConfigProblem {
     let message = e.message().trim().to_string();
     let key = match e.span() {
@@ -824,16 +1020,57 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_bad_types_are_refused() {
+    fn unknown_keys_and_bad_types_are_refused_by_key_path_all_at_once() {
         let (_d, text) = with_keys(
-            "[terminal]\nid = \"G\"\ncolour = \"red\"\n[trust]\nkeys = \"KEYS\"\n[[source]]\nkind = \"scanner\"\nstdin = true\n",
+            "[terminal]\nid = \"G\"\ncolour = \"red\"\n[trust]\nkeys = \"KEYS\"\n[clock]\nskew_s = \"five\"\n\
+             [decode]\nbudget_ms = true\n[[source]]\nkind = \"scanner\"\nstdin = true\n[[source]]\nkind = \"camera\"\nfps = \"30\"\n",
         );
         let err = Config::parse(&text, "t").expect_err("unknown key");
-        assert!(err.problems[0].message.contains("colour"), "{err}");
-        assert_eq!(err.problems[0].key, "line 3, column 1");
+        let got: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        let want = [
+            "terminal.colour: unknown field `colour`",
+            "clock.skew_s: expected an integer, found a string (\"five\")",
+            "decode.budget_ms: expected an integer, found true or false",
+            "terminal.colour: unknown field `colour`, expected one of",
+            "source[1]",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g.starts_with(w)), "no {w:?} in {got:#?}");
+        }
         let err = Config::parse("[terminal]\nid = 5\n", "t").expect_err("type");
-        assert!(!err.problems.is_empty());
+        assert!(err.problems[0].key.starts_with("terminal.id"), "{err}");
         let err = Config::parse("not toml [", "t").expect_err("syntax");
-        assert!(!err.problems.is_empty());
+        assert!(err.problems[0].key.starts_with("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_camera_is_a_number_or_a_device_path() {
+        let (_d, text) = with_keys(
+            "[terminal]\nid = \"G\"\n[trust]\nkeys = \"KEYS\"\n[[source]]\nkind = \"camera\"\ndevice = 2\n\
+             [[source]]\nkind = \"camera\"\ndevice = \"/dev/v4l/by-id/usb-cam-video-index0\"\n",
+        );
+        let c = Config::parse(&text, "t").expect("valid");
+        let devices: Vec<String> = c
+            .sources
+            .iter()
+            .map(|s| match s {
+                SourceConfig::Camera(c) => c.device.display().to_string(),
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(
+            devices,
+            ["/dev/video2", "/dev/v4l/by-id/usb-cam-video-index0"]
+        );
+    }
+
+    #[test]
+    fn an_enrolling_gate_needs_no_trust_file() {
+        let text = "[terminal]\nid = \"G\"\n[trust]\nkeys = \"/nonexistent/trust.json\"\n\
+                    [platform]\nurl = \"https://platform:8650\"\n[[source]]\nkind = \"scanner\"\nstdin = true\n";
+        assert!(Config::parse(text, "t").is_ok());
+        let offline = text.replace("[platform]\nurl = \"https://platform:8650\"\n", "");
+        let err = Config::parse(&offline, "t").expect_err("no trust file, no platform");
+        assert_eq!(err.problems[0].key, "trust.keys");
     }
 }

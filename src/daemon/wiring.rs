@@ -20,8 +20,13 @@ use crate::telemetry::{Counters, SourceKind};
 
 /// Opens the store and trust state named by `cfg` and builds the checkpoint.
 pub fn checkpoint_from(cfg: &Config) -> anyhow::Result<Checkpoint> {
+    // An enrolled gate's keys come in bundles: its local trust file is used only if present.
+    let trust_file = cfg
+        .trust_file
+        .as_deref()
+        .filter(|f| cfg.platform.is_none() || f.exists());
     let trust = crate::local_trust::load_trust(
-        cfg.trust_file.as_deref(),
+        trust_file,
         cfg.status_file.as_deref(),
         crate::verification::trust::Terminal {
             authorized: true,
@@ -97,7 +102,7 @@ pub fn source_plan(s: &SourceConfig) -> anyhow::Result<SourcePlan> {
     }
     Ok(match s.clone() {
         SourceConfig::Camera(c) => SourcePlan {
-            name: format!("camera:/dev/video{}", c.index),
+            name: format!("camera:{}", c.device.display()),
             kind: SourceKind::Frames,
             reopen: true,
             open: Box::new(move || Ok(boxed(CameraSource::new(V4lCamera::new(c.clone()))))),

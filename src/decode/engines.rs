@@ -11,7 +11,9 @@ use rxing::{
     BarcodeFormat, BinaryBitmap, DecodeHints, Luma8LuminanceSource, MultiFormatReader, Reader,
 };
 
-use super::{Decoded, Engine};
+use super::census::{finder_patterns, MAX_FINDERS};
+use super::{Decoded, Engine, Work};
+use rxing::common::BitMatrix;
 
 fn hints() -> DecodeHints {
     DecodeHints {
@@ -27,11 +29,28 @@ fn hints() -> DecodeHints {
 /// measured on the gate set, it reads everything the pair of detectors reads in half the time
 /// of a miss, and the time saved buys later stages. A `thorough` pass (files, API images: no
 /// next frame) runs both detectors, then the global-histogram binarizer too.
+/// Whether an engine may combine the finder patterns of `bits` (the binarized `img`): not when
+/// the finder census says it holds more than a scene with codes does (see [`super::census`]).
+/// Counts the call either way.
+fn admitted(img: &GrayImage, bits: &BitMatrix, work: &Work) -> bool {
+    let finders = finder_patterns(bits);
+    work.note_finders(finders);
+    if finders > MAX_FINDERS {
+        work.refused.set(work.refused.get() + 1);
+        return false;
+    }
+    work.calls.set(work.calls.get() + 1);
+    work.pixels
+        .set(work.pixels.get() + u64::from(img.width()) * u64::from(img.height()));
+    true
+}
+
 pub(super) fn rxing_read(
     img: &GrayImage,
     multiple: bool,
     thorough: bool,
     stage: &'static str,
+    work: &Work,
 ) -> Vec<Decoded> {
     let run = || -> Vec<String> {
         let Ok(source) = Luma8LuminanceSource::new(img.as_raw().clone(), img.width(), img.height())
@@ -40,6 +59,9 @@ pub(super) fn rxing_read(
         };
         let hints = hints();
         let mut bitmap = BinaryBitmap::new(HybridBinarizer::new(source.clone()));
+        if !admitted(img, bitmap.get_black_matrix(), work) {
+            return Vec::new();
+        }
         if multiple {
             let mut multi = GenericMultipleBarcodeReader::new(MultiFormatReader::default());
             if let Ok(rs) = multi.decode_multiple_with_hints(&mut bitmap, &hints) {
@@ -58,6 +80,9 @@ pub(super) fn rxing_read(
         }
         // The global binarizer reads some evenly lit, low-contrast frames the hybrid one misses.
         let mut global = BinaryBitmap::new(GlobalHistogramBinarizer::new(source));
+        if !admitted(img, global.get_black_matrix(), work) {
+            return Vec::new();
+        }
         match MultiFormatReader::default().decode_with_hints(&mut global, &hints) {
             Ok(r) => vec![r.getText().to_string()],
             Err(_) => Vec::new(),
@@ -74,7 +99,20 @@ pub(super) fn rxing_read(
         .collect()
 }
 
-pub(super) fn rqrr_read(img: &GrayImage, stage: &'static str) -> Vec<Decoded> {
+pub(super) fn rqrr_read(img: &GrayImage, stage: &'static str, work: &Work) -> Vec<Decoded> {
+    // rqrr groups its capstones (finder patterns) much as rxing combines finders: the census
+    // of the hybrid-binarized image stands for both.
+    let census = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Luma8LuminanceSource::new(img.as_raw().clone(), img.width(), img.height())
+            .ok()
+            .map(|source| {
+                let bitmap = BinaryBitmap::new(HybridBinarizer::new(source));
+                admitted(img, bitmap.get_black_matrix(), work)
+            })
+    }));
+    if census.ok().flatten() != Some(true) {
+        return Vec::new();
+    }
     let run = || {
         let mut prepared = rqrr::PreparedImage::prepare(img.clone());
         prepared

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use image::imageops::FilterType;
 use image::GrayImage;
 
+pub mod census;
 mod engines;
 mod filters;
 mod regions;
@@ -58,6 +59,25 @@ pub struct Decoded {
     pub engine: Engine,
     /// Which cascade stage found it (0 = the frame as given).
     pub stage: &'static str,
+}
+
+/// The engine work one decode did: what a test can bound without a clock.
+#[derive(Debug, Default)]
+pub struct Work {
+    /// Engine calls run.
+    pub calls: std::cell::Cell<u32>,
+    /// Engine calls refused by the finder census (the image held too many finder patterns).
+    pub refused: std::cell::Cell<u32>,
+    /// Pixels the engines were run on, summed over calls.
+    pub pixels: std::cell::Cell<u64>,
+    /// The most finder-like patterns any image of this decode held (capped past the limit).
+    pub max_finders: std::cell::Cell<usize>,
+}
+
+impl Work {
+    fn note_finders(&self, n: usize) {
+        self.max_finders.set(self.max_finders.get().max(n));
+    }
 }
 
 /// Decoder settings.
@@ -204,12 +224,22 @@ impl Decoder {
 
     /// Every code found in `img` (deduplicated by text), or none.
     pub fn decode(&self, img: &GrayImage) -> Vec<Decoded> {
-        self.decode_until(img, &|| false)
+        self.decode_counted(img, &|| false, &Work::default())
     }
 
     /// [`Decoder::decode`], giving up at the next stage once `cancelled` says so (the request
     /// it runs for is gone).
     pub fn decode_until(&self, img: &GrayImage, cancelled: &dyn Fn() -> bool) -> Vec<Decoded> {
+        self.decode_counted(img, cancelled, &Work::default())
+    }
+
+    /// [`Decoder::decode_until`], counting the engine work into `work`.
+    pub fn decode_counted(
+        &self,
+        img: &GrayImage,
+        cancelled: &dyn Fn() -> bool,
+        work: &Work,
+    ) -> Vec<Decoded> {
         let start = Instant::now();
         let bounded;
         let img = if img.width().max(img.height()) > MAX_SIDE {
@@ -223,13 +253,19 @@ impl Decoder {
             return Vec::new();
         }
         if self.config.half_first && img.width().min(img.height()) >= 480 {
-            if let Some(found) = self.live_stages(img, start, cancelled) {
+            if let Some(found) = self.live_stages(img, start, cancelled, work) {
                 return dedup(found);
             }
         }
-        let mut found = rxing_read(img, self.config.multiple, self.config.thorough, "frame");
+        let mut found = rxing_read(
+            img,
+            self.config.multiple,
+            self.config.thorough,
+            "frame",
+            work,
+        );
         if found.is_empty() && self.config.thorough {
-            found = rqrr_read(img, "frame");
+            found = rqrr_read(img, "frame", work);
         }
         if !found.is_empty() {
             return dedup(found);
@@ -247,10 +283,15 @@ impl Decoder {
             if variant.width() < 21 || variant.height() < 21 {
                 continue;
             }
-            let mut found =
-                rxing_read(&variant, self.config.multiple, self.config.thorough, v.name);
+            let mut found = rxing_read(
+                &variant,
+                self.config.multiple,
+                self.config.thorough,
+                v.name,
+                work,
+            );
             if found.is_empty() && v.rqrr {
-                found = rqrr_read(&variant, v.name);
+                found = rqrr_read(&variant, v.name, work);
             }
             if !found.is_empty() {
                 return dedup(found);
@@ -267,6 +308,7 @@ impl Decoder {
         img: &GrayImage,
         start: Instant,
         cancelled: &dyn Fn() -> bool,
+        work: &Work,
     ) -> Option<Vec<Decoded>> {
         let spent = || start.elapsed() >= self.config.budget || cancelled();
         let multiple = self.config.multiple;
@@ -281,7 +323,7 @@ impl Decoder {
         }
 
         let half = downscale2_box(img);
-        stop_if_found_or_spent!(rxing_read(&half, multiple, false, "half_box"));
+        stop_if_found_or_spent!(rxing_read(&half, multiple, false, "half_box", work));
         // Each region at full resolution, sharpened. A crop also makes rxing's finder search
         // scan every second or third row instead of every fifth (its row step is a share of
         // the image height), which small codes need.
@@ -290,19 +332,19 @@ impl Decoder {
         for r in regions(&half).into_iter().take(MAX_REGIONS) {
             let region = crop(img, r);
             let sharp = sharpen(&region, SHARPEN_RADIUS, SHARPEN_HALVES);
-            stop_if_found_or_spent!(rxing_read(&sharp, multiple, false, "region_sharp"));
+            stop_if_found_or_spent!(rxing_read(&sharp, multiple, false, "region_sharp", work));
             busiest.get_or_insert(region);
             sharpened.push(sharp);
         }
         // Glare on a code: the busiest region against its local mean at full resolution.
         if let Some(region) = &busiest {
             let local = adaptive_threshold(region, REGION_ADAPTIVE_RADIUS, REGION_ADAPTIVE_OFFSET);
-            stop_if_found_or_spent!(rxing_read(&local, multiple, false, "region_adaptive"));
+            stop_if_found_or_spent!(rxing_read(&local, multiple, false, "region_adaptive", work));
         }
         // Glare and uneven light: threshold against the local mean (a few modules wide),
         // which keeps the little contrast a washed-out screen has left.
         let local = adaptive_threshold(&half, HALF_ADAPTIVE_RADIUS, HALF_ADAPTIVE_OFFSET);
-        stop_if_found_or_spent!(rxing_read(&local, multiple, false, "half_adaptive"));
+        stop_if_found_or_spent!(rxing_read(&local, multiple, false, "half_adaptive", work));
         // Small, blurred codes: the sharpened region doubled.
         for sharp in sharpened
             .iter()
@@ -312,10 +354,11 @@ impl Decoder {
                 &double(sharp),
                 multiple,
                 false,
-                "region_sharp_x2"
+                "region_sharp_x2",
+                work
             ));
         }
-        stop_if_found_or_spent!(rqrr_read(&local, "half_adaptive_rqrr"));
+        stop_if_found_or_spent!(rqrr_read(&local, "half_adaptive_rqrr", work));
         None
     }
 }

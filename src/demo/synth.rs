@@ -194,6 +194,45 @@ fn apply(h: &[f64; 9], x: f64, y: f64) -> Option<(f64, f64)> {
     })
 }
 
+/// Hostile frames for the decoder (1280×720): sheets tiled with QR finder patterns at 2, 3 and
+/// 4 px a module (each finder pairs with its neighbours into plausible symbols), a dense
+/// checkerboard, and full-contrast noise — with the name of each.
+pub fn adversarial_frames() -> Vec<(&'static str, GrayImage)> {
+    let finder_sheet = |m: u32| {
+        let mut img = GrayImage::from_pixel(WIDTH, HEIGHT, Luma([255]));
+        let step = 9 * m;
+        for ty in 0..HEIGHT / step {
+            for tx in 0..WIDTH / step {
+                let (x0, y0) = (tx * step + m, ty * step + m);
+                for dy in 0..7 * m {
+                    for dx in 0..7 * m {
+                        let (mx, my) = (dx / m, dy / m);
+                        let ring = mx.min(my).min(6 - mx).min(6 - my);
+                        if ring != 1 {
+                            img.put_pixel(x0 + dx, y0 + dy, Luma([0]));
+                        }
+                    }
+                }
+            }
+        }
+        img
+    };
+    let checker = GrayImage::from_fn(WIDTH, HEIGHT, |x, y| {
+        Luma([if (x / 2 + y / 2) % 2 == 0 { 0 } else { 255 }])
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xBAD5EED);
+    let noise = GrayImage::from_fn(WIDTH, HEIGHT, |_, _| {
+        Luma([if rng.gen_bool(0.5) { 0 } else { 255 }])
+    });
+    vec![
+        ("finders_2px", finder_sheet(2)),
+        ("finders_3px", finder_sheet(3)),
+        ("finders_4px", finder_sheet(4)),
+        ("checkerboard_2px", checker),
+        ("noise", noise),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::db::PlatformError;
+use super::db::{PlatformError, StaticView};
 use super::{error, platform_error, Fault, PlatformState};
 use crate::sync::wire::PlatformSettings;
 use crate::verification::keys::Alg;
@@ -41,6 +41,8 @@ pub fn router(state: Arc<PlatformState>) -> Router {
             get(list_terminals).post(create_terminal),
         )
         .route("/admin/v1/terminals/{id}/revoke", post(revoke_terminal))
+        .route("/admin/v1/terminals/{id}/token", post(reissue_token))
+        .route("/admin/v1/audit", get(audit))
         .route(
             "/admin/v1/terminals/{id}/authorize",
             post(authorize_terminal),
@@ -200,7 +202,10 @@ async fn query_static(
     State(st): State<Arc<PlatformState>>,
     Path((cat, sn)): Path<(String, String)>,
 ) -> Response {
-    blocking(&st, move |s| s.db.query_static(&cat, &sn)).await
+    blocking(&st, move |s| {
+        s.db.query_static(&cat, &sn).map(StaticView::from)
+    })
+    .await
 }
 
 /// `apply` (申领: the code text), `enable`, `disable`, `lost` (挂失), `change` (信息变更),
@@ -213,7 +218,7 @@ async fn static_action(
         let db = &s.db;
         let state = |st: StaticState| {
             db.set_static_state(&cat, &sn, st)
-                .map(|r| serde_json::json!(r))
+                .map(|r| serde_json::json!(StaticView::from(r)))
         };
         match action.as_str() {
             "apply" => db
@@ -225,7 +230,7 @@ async fn static_action(
             "cancel" => state(StaticState::Cancelled),
             "change" | "replace" => db
                 .bump_static_version(&cat, &sn)
-                .map(|r| serde_json::json!(r)),
+                .map(|r| serde_json::json!(StaticView::from(r))),
             other => Err(PlatformError::NotFound(format!("action {other}"))),
         }
     })
@@ -254,6 +259,19 @@ async fn create_terminal(
             .map(|token| serde_json::json!({ "terminal_id": t.id, "enrollment_token": token }))
     })
     .await
+}
+
+async fn reissue_token(State(st): State<Arc<PlatformState>>, Path(id): Path<String>) -> Response {
+    blocking(&st, move |s| {
+        s.db.reissue_token(&id)
+            .map(|token| serde_json::json!({ "terminal_id": id, "enrollment_token": token }))
+    })
+    .await
+}
+
+/// Audit events, newest first: record gaps (a restored platform), anomalous records.
+async fn audit(State(st): State<Arc<PlatformState>>) -> Response {
+    blocking(&st, |s| s.db.audit_events(1000)).await
 }
 
 async fn revoke_terminal(State(st): State<Arc<PlatformState>>, Path(id): Path<String>) -> Response {

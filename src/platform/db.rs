@@ -30,8 +30,8 @@ use sha2::{Digest, Sha256};
 
 use crate::platform::ca::Authority;
 use crate::sync::wire::{
-    Bundle, PlatformSettings, PushReply, RecordBatch, RecordWire, StatusChange, StatusDelta,
-    TerminalProfile,
+    Bundle, PlatformSettings, PushReply, RecordBatch, RecordWire, SeqRange, StatusChange,
+    StatusDelta, TerminalProfile,
 };
 use crate::verification::code::Claims;
 use crate::verification::keys::{Alg, KeyPair, Kid, SigningKey};
@@ -111,6 +111,33 @@ mod hex_bytes {
     }
 }
 
+/// A static code as the admin API shows it: never the subject token minted into the code.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaticView {
+    pub cat: String,
+    pub sn: String,
+    pub service: String,
+    /// Keyed hash of the holder's user id (the platform's own pseudonym).
+    pub holder: String,
+    pub state: StaticState,
+    pub version: u64,
+    pub min_version: u64,
+}
+
+impl From<StaticRecord> for StaticView {
+    fn from(r: StaticRecord) -> StaticView {
+        StaticView {
+            cat: r.cat,
+            sn: r.sn,
+            service: r.service,
+            holder: r.holder,
+            state: r.state,
+            version: r.version,
+            min_version: r.min_version,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TerminalRecord {
     pub id: String,
@@ -156,6 +183,7 @@ pub struct Db {
     batches: sled::Tree,
     stats: sled::Tree,
     spent: sled::Tree,
+    audit: sled::Tree,
     /// Serialises read-modify-write sequences (status seq, cursors, counters).
     write: Mutex<()>,
     pub authority: Authority,
@@ -206,6 +234,37 @@ fn record_key(terminal: &str, store: &str, seq: u64) -> Vec<u8> {
 /// The first seq of a record chunk, from its key (the last 8 bytes).
 fn chunk_seq(key: &[u8]) -> u64 {
     key.len().checked_sub(8).map_or(0, |i| be_u64(&key[i..]))
+}
+
+/// Why a pushed record's fields are out of bounds, if they are: free texts of more than 64
+/// characters or with control characters, identifiers that are not the hashes and hex they
+/// should be, an unknown algorithm, a time before 2020 or more than a day ahead.
+fn record_problem(r: &RecordWire) -> Option<&'static str> {
+    let text_ok = |t: &Option<String>| {
+        t.as_ref()
+            .is_none_or(|t| t.chars().count() <= 64 && !t.chars().any(char::is_control))
+    };
+    let hex_ok = |t: &Option<String>, max: usize| {
+        t.as_ref()
+            .is_none_or(|t| t.len() <= max && t.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    const EARLIEST_MS: i64 = 1_577_836_800_000; // 2020-01-01
+    if !(text_ok(&r.service) && text_ok(&r.scene) && text_ok(&r.issuer)) {
+        return Some("a text field is too long or holds control characters");
+    }
+    if !(hex_ok(&r.kid, 32) && hex_ok(&r.cti_hash, 32) && hex_ok(&r.sub_hash, 32)) {
+        return Some("an identifier is not the hex it should be");
+    }
+    if r.alg
+        .as_deref()
+        .is_some_and(|a| crate::verification::keys::Alg::parse(a).is_err())
+    {
+        return Some("unknown algorithm");
+    }
+    if r.at_ms < EARLIEST_MS || r.at_ms > now_ms() + 86_400_000 {
+        return Some("verification time out of range");
+    }
+    None
 }
 
 fn valid_name(s: &str, what: &str) -> Result<()> {
@@ -284,6 +343,7 @@ impl Db {
             batches: t("batches")?,
             stats: t("stats")?,
             spent: t("spent")?,
+            audit: t("audit")?,
             db,
             log_path,
             write: Mutex::new(()),
@@ -733,6 +793,21 @@ impl Db {
         Ok(token)
     }
 
+    /// A new enrollment token for an existing terminal (a replacement gate, a certificate
+    /// renewal); earlier unspent tokens stay valid until used.
+    pub fn reissue_token(&self, id: &str) -> Result<String> {
+        let _g = self.lock();
+        let rec = self.terminal(id)?;
+        if !rec.authorized {
+            return Err(PlatformError::Forbidden(format!(
+                "terminal {id} is revoked"
+            )));
+        }
+        let token = self.new_token(id)?;
+        self.durable()?;
+        Ok(token)
+    }
+
     fn new_token(&self, id: &str) -> Result<String> {
         let secret = hex::encode(random_bytes(16));
         self.tokens
@@ -770,7 +845,14 @@ impl Db {
     }
 
     /// Enrollment: spends the token, signs the terminal's request, records the certificate.
-    pub fn enroll(&self, token_secret: &str, csr_pem: &str) -> Result<(TerminalRecord, String)> {
+    /// Enrolls the terminal a token was issued for. A gate that says which terminal it is
+    /// configured as gets a refusal — and keeps its token — when the token is for another.
+    pub fn enroll(
+        &self,
+        token_secret: &str,
+        csr_pem: &str,
+        claimed_id: Option<&str>,
+    ) -> Result<(TerminalRecord, String)> {
         let _g = self.lock();
         let key = sha_hex(token_secret.as_bytes());
         let id = self
@@ -778,6 +860,11 @@ impl Db {
             .get(key.as_bytes())?
             .ok_or_else(|| PlatformError::Forbidden("unknown or spent enrollment token".into()))?;
         let id = String::from_utf8_lossy(&id).into_owned();
+        if let Some(claimed) = claimed_id.filter(|c| *c != id) {
+            return Err(PlatformError::Forbidden(format!(
+                "this token was issued for terminal {id}, not {claimed}; it is still valid for {id}"
+            )));
+        }
         let mut rec = self.terminal(&id)?;
         if !rec.authorized {
             return Err(PlatformError::Forbidden("terminal is revoked".into()));
@@ -926,13 +1013,26 @@ impl Db {
                 )));
             }
         }
-        let cursor = self.cursors.get(&cursor_key)?.map_or(0, |v| be_u64(&v));
-        // An honest terminal never skips: it only deletes what this cursor confirmed.
+        let mut cursor = self.cursors.get(&cursor_key)?.map_or(0, |v| be_u64(&v));
+        // A terminal only deletes what a cursor confirmed, so a batch past this cursor means
+        // this platform lost records it had confirmed (restored from a backup). Answering 409
+        // would strand the terminal; the gap is recorded for the operator instead and both
+        // sides go on from the batch.
+        let mut gap = None;
         if batch.first_seq > cursor + 1 {
-            return Err(PlatformError::Conflict(format!(
-                "batch starts at {} but this store is held only through {cursor}",
-                batch.first_seq
-            )));
+            let range = SeqRange {
+                from: cursor + 1,
+                to: batch.first_seq - 1,
+            };
+            self.audit(
+                "gap",
+                terminal,
+                serde_json::json!({ "store_id": batch.store_id, "from": range.from, "to": range.to }),
+            )?;
+            tracing::error!(%terminal, store = %batch.store_id, from = range.from, to = range.to,
+                "platform: records this platform had confirmed are missing (restored from a backup?)");
+            gap = Some(range);
+            cursor = batch.first_seq - 1;
         }
         // Records already held must match what is held, byte for byte.
         let held_through = last.min(cursor);
@@ -967,11 +1067,48 @@ impl Db {
             self.cursors.insert(&cursor_key, &last.to_be_bytes())?;
         }
         self.batches.insert(batch_key, digest)?;
-        self.add_stats(terminal, &fresh)?;
+        // Records whose fields are out of bounds are held (they are the terminal's) but kept
+        // out of the statistics, each recorded as an anomaly.
+        let (sane, odd): (Vec<&RecordWire>, Vec<&RecordWire>) =
+            fresh.into_iter().partition(|r| record_problem(r).is_none());
+        for r in odd.iter().take(100) {
+            self.audit(
+                "anomalous_record",
+                terminal,
+                serde_json::json!({ "store_id": batch.store_id, "seq": r.seq, "problem": record_problem(r) }),
+            )?;
+        }
+        self.add_stats(terminal, &sane)?;
         self.durable()?;
         Ok(PushReply {
             committed_through: last.max(cursor),
+            gap,
         })
+    }
+
+    /// Appends an audit event (gaps, anomalous records) for the operator.
+    fn audit(&self, kind: &str, terminal: &str, detail: serde_json::Value) -> Result<()> {
+        let seq = self.db.generate_id()?;
+        let event = serde_json::json!({
+            "seq": seq,
+            "at_ms": now_ms(),
+            "kind": kind,
+            "terminal": terminal,
+            "detail": detail,
+        });
+        self.audit
+            .insert(seq.to_be_bytes(), serde_json::to_vec(&event)?)?;
+        Ok(())
+    }
+
+    /// The newest audit events, newest first.
+    pub fn audit_events(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        self.audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| Ok(serde_json::from_slice(&kv?.1)?))
+            .collect()
     }
 
     /// The held records `from..=to` of one store, as stored bytes.

@@ -199,7 +199,11 @@ pub const SYNC_OPENAPI: &str = include_str!("openapi.json");
 
 async fn enroll(State(st): State<Arc<PlatformState>>, Json(req): Json<EnrollRequest>) -> Response {
     let st2 = st.clone();
-    let result = tokio::task::spawn_blocking(move || st2.db.enroll(&req.token, &req.csr_pem)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        st2.db
+            .enroll(&req.token, &req.csr_pem, req.terminal_id.as_deref())
+    })
+    .await;
     match result {
         Ok(Ok((t, cert_pem))) => {
             tracing::info!(terminal = %t.id, "platform: terminal enrolled");

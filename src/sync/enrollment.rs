@@ -124,6 +124,7 @@ pub fn enroll(
         .json(&EnrollRequest {
             token: token.secret.to_string(),
             csr_pem,
+            terminal_id: Some(terminal_id.to_string()),
         })
         .send()
         .map_err(transport)?;

@@ -279,12 +279,22 @@ impl Syncer {
     /// is in flight (at most one batch ahead, so memory stays bounded by two batches).
     pub fn push(&self) -> Result<u64, SyncError> {
         let store = self.checkpoint.outbox();
+        // A data-receiving address other than the platform's own must be https (the client
+        // trusts only the platform's CA, so it is one the platform operates): records never
+        // travel in clear, and a lying receiver cannot be reached at all.
         let records_url = self
             .settings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .records_url
-            .clone();
+            .clone()
+            .filter(|u| {
+                let https = u.starts_with("https://");
+                if !https {
+                    tracing::error!(url = %u, "sync: the bundle's records_url is not https; pushing to the platform itself");
+                }
+                https
+            });
         let batch_len = self.opts.batch.clamp(1, wire::MAX_BATCH);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<PreparedBatch, SyncError>>(1);
         std::thread::scope(|scope| {
@@ -324,6 +334,14 @@ impl Syncer {
                 };
                 // Only what this batch carried (or earlier) is acknowledged, whatever the
                 // reply says.
+                if let Some(gap) = reply.gap {
+                    self.status.gaps.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        from = gap.from,
+                        to = gap.to,
+                        "sync: the platform lacks records it had confirmed (restored from a backup?); it has recorded the gap, and pushing goes on"
+                    );
+                }
                 let through = reply.committed_through.min(b.last);
                 if through < b.first {
                     return Err(SyncError::Reply(format!(
@@ -391,6 +409,19 @@ impl Syncer {
         }
         let parsed = crate::verification::code::parse(text).ok()?;
         if parsed.claims.kind != CodeKind::Dynamic {
+            return None;
+        }
+        // The platform spends a code it is asked about: ask only for a code the local rules
+        // accept (signature, time, scene, service, status), so that a code refused here —
+        // wrong scene, say — stays usable at the gate it is for. (Replays are the platform's
+        // to judge: that is what it is asked.)
+        let local = crate::verification::verifier::verify_parsed(
+            parsed,
+            self.checkpoint.clock().now(),
+            &self.checkpoint.trust(),
+            &crate::verification::verifier::NothingSpent,
+        );
+        if !local.verdict.accepted() {
             return None;
         }
         self.status.online_asked.fetch_add(1, Ordering::Relaxed);

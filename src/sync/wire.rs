@@ -26,6 +26,10 @@ pub struct EnrollRequest {
     pub token: String,
     /// PKCS#10 request for the terminal's own key; the key never leaves the terminal.
     pub csr_pem: String,
+    /// The terminal id this gate is configured as: a token issued for another id is refused
+    /// without being spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +160,18 @@ impl RecordBatch {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct PushReply {
     pub committed_through: u64,
+    /// Records the platform never received although the terminal had already deleted them —
+    /// a platform restored from a backup. Recorded as an audit event on the platform; the
+    /// terminal counts and logs it; both go on from the batch received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<SeqRange>,
+}
+
+/// An inclusive range of sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    pub from: u64,
+    pub to: u64,
 }
 
 /// One verification record on the wire (no personal data: identifiers are keyed hashes).

@@ -1,6 +1,91 @@
-//! The YM1 code format (`shared/spec/code-format.md`): text form ⇄ COSE envelope ⇄ CWT claims.
-//! Parsing here is structural only (rule 1); trust decisions belong to `verifier`.
+//! The YM1 code format: text form ⇄ COSE envelope ⇄ CWT claims. Parsing here is structural
+//! only (rule 1 below); trust decisions belong to [`super::verifier`].
 //!
+//! This module's documentation is the format's contract with the platform and the phone apps,
+//! as the project received it; the implementation notes after it say how this code meets it.
+//!
+//! # YM1 — the signed code format (contract with the platform and the phone apps)
+//!
+//! Every code a yima-gate terminal accepts is a signed or MACed token built only from public standards,
+//! so that any platform, phone app or auditor can mint and check it with an off-the-shelf COSE library.
+//!
+//! ## Text form
+//! ```text
+//! YM1:<Base45 (RFC 9285) of the CBOR bytes of a tagged COSE message>
+//! ```
+//! The prefix and the Base45 alphabet are all QR alphanumeric characters, so the QR encoder uses
+//! alphanumeric mode. Readers accept the prefix case-insensitively and ignore surrounding whitespace.
+//! No compression.
+//!
+//! ## COSE message (RFC 9052)
+//! - `COSE_Sign1` (CBOR tag 18) for signatures — gives non-repudiation: a terminal holding only public
+//!   keys cannot mint codes.
+//! - `COSE_Mac0` (CBOR tag 17) for the platform's symmetric "global key" (全局密钥) mode — integrity and
+//!   authenticity, but no non-repudiation; terminals must protect the key at rest.
+//! - Protected header: `{1: alg, 4: kid}`. `kid` is an opaque byte string (1–16 bytes) assigned by the
+//!   platform; every key sharing a kid is tried. Nothing security-relevant in the unprotected header.
+//! - External AAD: empty.
+//!
+//! | alg | COSE id | key | notes |
+//! |---|---|---|---|
+//! | EdDSA (Ed25519) | -8 | 32-byte public key | default |
+//! | ES256 (P-256, SHA-256) | -7 | SEC1 public key | signature r‖s, 64 bytes |
+//! | SM2 with SM3 (GM/T 0003.2, 0004) | -65701 (private use) | SEC1 public key on the SM2 curve | signer ID `1234567812345678`, signature r‖s, 64 bytes |
+//! | HMAC 256/256 | 5 | 32-byte secret | COSE_Mac0 only |
+//!
+//! ## Payload: a CWT claims set (RFC 8392)
+//! | claim | key | type | meaning |
+//! |---|---|---|---|
+//! | iss | 1 | text | issuing platform, e.g. `HLJ-YMTB` |
+//! | sub | 2 | bstr | pseudonymous subject token, pairwise per service. Never an ID-card number, phone number or name (account information must not leak from a code) |
+//! | exp | 4 | int | expiry, seconds since the Unix epoch |
+//! | nbf | 5 | int | optional not-before |
+//! | iat | 6 | int | issued-at, seconds since the Unix epoch |
+//! | cti | 7 | bstr | code id, 8–16 random bytes; the replay key |
+//! | ymtb | -65537 | map | the platform's own claims, below |
+//!
+//! The `ymtb` map:
+//! | field | key | type | meaning |
+//! |---|---|---|---|
+//! | kind | 1 | uint | 1 dynamic code (动态码), 2 static code (静态码) |
+//! | svc | 2 | text | service / application code (应用编码) |
+//! | scn | 3 | [text] | scenes where the code is valid; absent = every scene of the service |
+//! | mode | 4 | uint | access mode: 1 融合码 (fused), 2 业务码 (business), 3 独立码 (independent) |
+//! | biz | 5 | [text] | business codes carried by a fused code |
+//! | cat | 6 | text | static codes: resource catalogue code (资源目录编码) |
+//! | sn | 7 | text | static codes: code serial; (cat, sn) names the static code in status lists |
+//! | ver | 8 | uint | static codes: version, raised by 信息变更 and 换码; status lists may reject older versions |
+//!
+//! ## Verification rules
+//! 1. Prefix, Base45, CBOR, COSE structure, tag and alg well-formed, within size limits (a code text over
+//!    2,048 characters is malformed) — else `malformed` (非法二维码).
+//! 2. Key found by kid, valid for the code's kind at the verification time, signature/MAC valid — else
+//!    `unknown_key` or `bad_signature` (非法二维码).
+//! 3. Dynamic codes: valid only from `iat` to `iat + refresh` where `refresh` is the platform's global
+//!    refresh time (default 60 s), and never after `exp`; a tolerance for clock skew (default 5 s, at
+//!    most 30 s) applies to both ends. Past the window: `expired`, message exactly **码已过期**.
+//!    Before it: `not_yet_valid`.
+//! 4. Dynamic codes are single-use: a second verification of the same (`iss`, `cti`) inside its window
+//!    is `replayed` (码已使用) — across restarts too. One presentation (the same code seen in consecutive
+//!    camera frames without leaving the view) is one verification, not a replay.
+//! 5. Static codes: the status list decides — `disabled` (码已停用), `lost` (码已挂失),
+//!    `replaced` (码已换码), `cancelled` (码已注销); an unknown (cat, sn) is accepted only if the
+//!    terminal's policy says so.
+//! 6. The service must not be suspended (`service_suspended`, 服务已暂停) and the code's scene must be
+//!    one this terminal serves (`wrong_scene`, 非本场景二维码); the terminal itself must be authorized
+//!    (`terminal_not_authorized`).
+//! 7. Dynamic codes are refused with `clock_untrusted` while the terminal cannot vouch for its clock.
+//!
+//! Every verdict carries a stable reason code (the snake_case words above), the Chinese message, and
+//! for accepted codes the claims a business system needs (never the raw `sub`).
+//!
+//! ## Key distribution (trust file / bundle entry)
+//! JSON: `{"kid": base64url, "alg": "EdDSA"|"ES256"|"SM2"|"HMAC256", "key": base64url,
+//! "kinds": ["dynamic","static"], "not_before": RFC 3339, "not_after": RFC 3339}`. Secret (HMAC) keys
+//! are only ever stored with file mode 0600 and never logged.
+//!
+//!
+//! # Implementation notes
 //! ```text
 //! "YM1:" Base45( CBOR( tag 18 COSE_Sign1 | tag 17 COSE_Mac0 ) )
 //!   COSE:   [ protected: bstr{1: alg, 4: kid}, unprotected: {}, payload: bstr, sig|tag: bstr ]

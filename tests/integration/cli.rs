@@ -21,7 +21,7 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        crate::common::gate()
+        crate::common::gate_umask_022()
             .args(args)
             .output()
             .expect("run yima-gate")
@@ -392,6 +392,28 @@ fn unprovisioned_state_dir_guards_replays() {
 }
 
 #[test]
+fn init_and_demo_under_umask_022_leave_nothing_readable_by_others() {
+    let env = Env::new();
+    let state = env.path("fresh");
+    let o = env.run(&["init", "--state-dir", state.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let demo = env.path("demo-state");
+    let o = env.run(&["demo", "--state-dir", demo.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    for dir in [&state, &demo] {
+        let open = crate::common::not_private(dir);
+        assert!(open.is_empty(), "readable by others: {open:#?}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&state)
+        .expect("state")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+#[test]
 fn demo_runs_every_scenario_to_its_expected_verdict() {
     let env = Env::new();
     let state = env.path("demo");
@@ -455,7 +477,7 @@ fn platform_enroll_sync_and_doctor_through_the_binary() {
     use std::io::BufRead;
     let env = Env::new();
     let data = env.path("platform");
-    let mut platform = crate::common::gate()
+    let mut platform = crate::common::gate_umask_022()
         .args([
             "platform",
             "--data",
@@ -536,4 +558,10 @@ fn platform_enroll_sync_and_doctor_through_the_binary() {
         .success());
     let status = platform.wait().expect("wait");
     assert!(status.success(), "{status:?}");
+    // Run under umask 022, the platform's data (CA key, root key, code keys) and the gate's
+    // state (store, enrollment with its private key) are private all the same.
+    for dir in [&data, &state] {
+        let open = crate::common::not_private(dir);
+        assert!(open.is_empty(), "readable by others: {open:#?}");
+    }
 }

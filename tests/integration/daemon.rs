@@ -418,3 +418,180 @@ fn a_running_pipeline_purges_replay_tags_whose_window_ended() {
     let drained = pipeline.shutdown(std::time::Instant::now() + std::time::Duration::from_secs(5));
     assert!(drained.panicked.is_empty() && !drained.timed_out);
 }
+
+/// Starts `yima-gate run` on a scanner-on-stdin gate; returns the child and the API base.
+fn start_gate(gate: &Gate) -> (std::process::Child, String, String) {
+    let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
+    let child = crate::common::gate_umask_022()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{}", gate.port);
+    assert!(crate::common::wait_until_up(&format!("{base}/healthz")));
+    let token = std::fs::read_to_string(gate.dir.path().join("state/api.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    (child, base, token)
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
+
+#[test]
+fn the_api_serves_its_token_holder_while_flooded_without_a_token() {
+    yima_gate::sync::tls::install_provider();
+    let gate = Gate::new();
+    let (child, base, token) = start_gate(&gate);
+    let http = reqwest::blocking::Client::new();
+    // 300 connections that send half a request, from another loopback address: they take at
+    // most their address's share of the connection slots.
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().expect("addr");
+    let mut half = Vec::new();
+    for _ in 0..300 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.bind(
+            &"127.0.0.3:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("a")
+                .into(),
+        )
+        .expect("bind");
+        if s.connect(&addr.into()).is_ok() {
+            let _ = (&s).write_all(b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\n");
+            half.push(s);
+        }
+    }
+    // A flood without the token from the token holder's own address exhausts only the
+    // unauthenticated budget.
+    let mut limited = 0;
+    for _ in 0..100 {
+        let r = http
+            .get(format!("{base}/api/v1/status"))
+            .send()
+            .expect("flood");
+        if r.status() == 429 {
+            limited += 1;
+        } else {
+            assert_eq!(r.status(), 401);
+        }
+    }
+    assert!(limited > 0, "the unauthenticated flood is rate-limited");
+    for i in 0..20 {
+        let code = gate.code(now_s() - 1, Some(&format!("S{i}")));
+        let r = http
+            .post(format!("{base}/api/v1/verify"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .expect("verify");
+        assert_eq!(r.status(), 200, "the token holder is served while flooded");
+    }
+    let ready = http.get(format!("{base}/readyz")).send().expect("readyz");
+    assert_ne!(ready.status(), 429, "/readyz is never rate-limited");
+    drop(half);
+    stop(child);
+}
+
+#[test]
+fn hostile_uploads_are_bounded_by_pixels_not_bytes() {
+    yima_gate::sync::tls::install_provider();
+    let gate = Gate::new();
+    let (child, base, token) = start_gate(&gate);
+    let http = reqwest::blocking::Client::new();
+    // A 65 KB PNG of 8192×8192 zeros: 64 Mpx to decode — more than the whole pixel budget.
+    let mut big = Vec::new();
+    image::DynamicImage::ImageLuma8(image::GrayImage::new(8192, 8192))
+        .write_to(&mut std::io::Cursor::new(&mut big), image::ImageFormat::Png)
+        .expect("png");
+    assert!(big.len() < 1024 * 1024);
+    let r = http
+        .post(format!("{base}/api/v1/verify"))
+        .bearer_auth(&token)
+        .header("Content-Type", "image/png")
+        .body(big)
+        .send()
+        .expect("upload");
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().expect("json");
+    assert_eq!(body["code"], "image_too_large");
+    // Several large ones at once: each is decoded in its turn within the budget, none fails.
+    let mut medium = Vec::new();
+    image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(3000, 3000, image::Luma([255])))
+        .write_to(
+            &mut std::io::Cursor::new(&mut medium),
+            image::ImageFormat::Png,
+        )
+        .expect("png");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, token, medium) = (base.clone(), token.clone(), medium.clone());
+            std::thread::spawn(move || {
+                reqwest::blocking::Client::new()
+                    .post(format!("{base}/api/v1/verify"))
+                    .bearer_auth(&token)
+                    .header("Content-Type", "image/png")
+                    .body(medium)
+                    .send()
+                    .expect("upload")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("join"), 422, "no code in a blank image");
+    }
+    stop(child);
+    // `run` under umask 022: the state (store, token) is private all the same.
+    let open = crate::common::not_private(&gate.dir.path().join("state"));
+    assert!(open.is_empty(), "readable by others: {open:#?}");
+}
+
+#[test]
+fn a_tcp_scanner_gate_keeps_listening_when_its_scanner_disconnects() {
+    yima_gate::sync::tls::install_provider();
+    let gate = Gate::new();
+    let port = crate::common::free_port();
+    let cfg = gate.config(&format!(
+        "[[source]]\nkind = \"scanner\"\ntcp = \"127.0.0.1:{port}\"\n"
+    ));
+    let mut child = crate::common::gate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for round in 0..3 {
+        let mut scanner = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        let code = gate.code(now_s() - 1, Some(&format!("T{round}")));
+        scanner
+            .write_all(format!("{code}\r\n").as_bytes())
+            .expect("scan");
+        let line = lines.next().expect("a verdict").expect("line");
+        assert!(line.contains("\"accepted\":true"), "round {round}: {line}");
+        drop(scanner); // the scanner goes away; the gate goes on listening
+    }
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the gate is still running"
+    );
+    stop(child);
+}

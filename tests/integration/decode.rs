@@ -92,3 +92,51 @@ mod gate_set {
         );
     }
 }
+
+/// The adversarial set: each hostile frame is refused by the finder census before an engine
+/// sees it, or costs no more engine work than a few normal passes — counted, not timed (the
+/// bench reports the times) — and a valid code in the next frame is still read.
+#[cfg(feature = "platform")]
+#[test]
+fn hostile_frames_cost_bounded_engine_work_and_the_next_code_is_read() {
+    use yima_gate::decode::census::MAX_FINDERS;
+    use yima_gate::decode::Work;
+    let frame_px =
+        u64::from(yima_gate::demo::synth::WIDTH) * u64::from(yima_gate::demo::synth::HEIGHT);
+    for (config, name) in [
+        (DecoderConfig::live(), "live"),
+        (DecoderConfig::default(), "file"),
+    ] {
+        let decoder = Decoder::new(DecoderConfig {
+            budget: Duration::MAX,
+            ..config
+        });
+        for (frame, img) in yima_gate::demo::synth::adversarial_frames() {
+            let work = Work::default();
+            let found = decoder.decode_counted(&img, &|| false, &work);
+            assert!(found.is_empty(), "{name}/{frame}: read {found:?}");
+            if frame.starts_with("finders") {
+                assert!(
+                    work.max_finders.get() > MAX_FINDERS,
+                    "{name}/{frame}: the census saw {} finders",
+                    work.max_finders.get()
+                );
+                assert!(work.refused.get() >= 1, "{name}/{frame}: nothing refused");
+            }
+            // Every call that ran was on an image with few finder patterns; in all, the
+            // cascade's whole reach (no budget here) stays a small multiple of the frame.
+            assert!(
+                work.pixels.get() <= 12 * frame_px,
+                "{name}/{frame}: engines ran on {} px ({} calls)",
+                work.pixels.get(),
+                work.calls.get()
+            );
+        }
+        let text = "YM1:6BFOXN*TS0BI$ZD4N9:9S6RCVN5+O30K3";
+        let (next, _) = yima_gate::demo::synth::GateFrames::new(7).frame(text);
+        assert!(
+            decoder.decode(&next).iter().any(|d| d.text == text),
+            "{name}: the valid code after the hostile frames"
+        );
+    }
+}

@@ -90,6 +90,9 @@ fn enrollment_over_mutual_tls_and_what_it_refuses() {
     let e = enroll(&p.sync_url(), &other, TERMINAL, &state).expect_err("id mismatch");
     assert!(e.to_string().contains("GATE-9"), "{e}");
     assert!(Enrollment::load(&state).expect("load").is_none());
+    // The platform checked the id before spending the token: it still enrolls GATE-9.
+    let nine = enroll(&p.sync_url(), &other, "GATE-9", &dir.path().join("g9")).expect("GATE-9");
+    assert_eq!(nine.terminal_id, "GATE-9");
 
     let e = enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
     assert_eq!(e.terminal_id, TERMINAL);
@@ -575,4 +578,222 @@ fn sigterm_with_a_large_backlog_and_a_hanging_platform_exits_within_the_grace_pe
     // Nothing was deleted without a confirmation: the whole backlog waits for the next start.
     let cp = gate_checkpoint(&state);
     assert_eq!(cp.status().backlog, BACKLOG);
+}
+
+/// Records pushed while a backup of the platform is taken, the platform restored from that
+/// backup, more records pushed: the platform records the gap as an audit event instead of
+/// answering 409 forever, the gate counts it, and both go on — nothing stuck, nothing hidden.
+#[test]
+fn a_platform_restored_from_a_backup_and_its_gates_converge_and_record_the_gap() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("platform");
+    let (p, token) = platform(dir.path());
+    let state = dir.path().join("gate");
+    let enrollment = enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
+    drop(p);
+    // The backup: taken with the platform stopped, before any record arrived.
+    let backup = dir.path().join("backup");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&backup)
+        .status()
+        .expect("cp")
+        .success());
+    let cp = gate_checkpoint(&state);
+    let run = |p: &BackgroundPlatform, n: usize| {
+        let mut e = enrollment.clone();
+        e.platform_url = p.sync_url();
+        let syncer = Syncer::new(cp.clone(), e, opts()).expect("syncer");
+        for i in 0..n {
+            cp.check(&format!("not a code {i}")).expect("record");
+        }
+        syncer.push().map(|_| {
+            syncer
+                .status
+                .gaps
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    };
+    let p = BackgroundPlatform::start(&data).expect("platform");
+    assert_eq!(run(&p, 10).expect("push"), 0);
+    assert_eq!(cp.status().backlog, 0, "confirmed and deleted on the gate");
+    drop(p);
+    // Restore: the platform forgets records 1–10 it had confirmed.
+    std::fs::remove_dir_all(&data).expect("rm");
+    std::fs::rename(&backup, &data).expect("restore");
+    let p = BackgroundPlatform::start(&data).expect("restored platform");
+    assert_eq!(
+        run(&p, 5).expect("push after the restore"),
+        1,
+        "the gap is counted"
+    );
+    assert_eq!(cp.status().backlog, 0);
+    let audit = p.admin.get("/admin/v1/audit").expect("audit");
+    let gap = audit
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["kind"] == "gap"))
+        .expect("a gap event");
+    assert_eq!(
+        (gap["detail"]["from"].as_u64(), gap["detail"]["to"].as_u64()),
+        (Some(1), Some(10))
+    );
+    // And it goes on: the next records arrive normally.
+    assert_eq!(run(&p, 3).expect("push"), 0);
+    assert_eq!(p.db().records_of(TERMINAL).expect("records").len(), 8);
+}
+
+#[test]
+fn records_never_go_to_an_http_receiver() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let a = &p.admin;
+    let mut settings = a.get("/admin/v1/settings").expect("settings");
+    // A receiver on plain HTTP (here: one that would accept anything).
+    let receiver = crate::common::http::Receiver::start(vec![]);
+    settings["records_url"] = json!(receiver.url("/records"));
+    a.put("/admin/v1/settings", &settings).expect("put");
+    let (cp, syncer) = gateway(&p, &token, &dir.path().join("gate"));
+    syncer.pull().expect("pull");
+    for i in 0..4 {
+        cp.check(&format!("not a code {i}")).expect("record");
+    }
+    assert_eq!(syncer.push().expect("push"), 4);
+    assert!(receiver.requests().is_empty(), "nothing went out in clear");
+    assert_eq!(p.db().records_of(TERMINAL).expect("records").len(), 4);
+}
+
+#[test]
+fn idle_connections_from_one_address_cannot_lock_gates_out() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let addr: std::net::SocketAddr = p
+        .sync_url()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("addr");
+    // 500 connections that never send a byte, from another loopback address.
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.bind(
+            &"127.0.0.2:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("a")
+                .into(),
+        )
+        .expect("bind");
+        if s.connect_timeout(&addr.into(), Duration::from_secs(2))
+            .is_ok()
+        {
+            idle.push(s);
+        }
+    }
+    assert!(!idle.is_empty());
+    // Enrollment and sync still work for the gate.
+    let (cp, syncer) = gateway(&p, &token, &dir.path().join("gate"));
+    syncer.pull().expect("pull while flooded");
+    cp.check("not a code").expect("record");
+    assert_eq!(syncer.push().expect("push while flooded"), 1);
+    drop(idle);
+}
+
+#[test]
+fn pushed_records_out_of_bounds_stay_out_of_the_statistics() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, _token) = platform(dir.path());
+    let record = |seq: u64, service: &str, at_ms: i64| RecordWire {
+        seq,
+        at_ms,
+        clock_trusted: true,
+        reason: Reason::Accepted,
+        online_reason: None,
+        kind: None,
+        service: Some(service.to_string()),
+        scene: None,
+        alg: None,
+        kid: None,
+        issuer: None,
+        cti_hash: None,
+        sub_hash: None,
+    };
+    let now = yima_gate::clock::wall_clock_ms();
+    let batch = yima_gate::sync::wire::RecordBatch {
+        store_id: "s1".into(),
+        idempotency_key: yima_gate::sync::wire::RecordBatch::key("s1", 1, 3),
+        first_seq: 1,
+        records: vec![
+            record(1, "SVC-BUS", now),
+            record(2, &"X".repeat(300), now),
+            record(3, "SVC-BUS", i64::MIN),
+        ],
+    };
+    p.db().ingest(TERMINAL, &batch).expect("ingest");
+    assert_eq!(
+        p.db().records_of(TERMINAL).expect("held").len(),
+        3,
+        "all held"
+    );
+    let stats = p.admin.get("/admin/v1/stats").expect("stats");
+    assert_eq!(stats["records"], 1, "{stats}");
+    assert!(!stats.to_string().contains("XXXX"), "{stats}");
+    let audit = p.admin.get("/admin/v1/audit").expect("audit");
+    let anomalies = audit
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["kind"] == "anomalous_record").count())
+        .unwrap_or(0);
+    assert_eq!(anomalies, 2);
+}
+
+#[test]
+fn no_admin_answer_carries_the_raw_subject_and_an_empty_admin_token_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, _token) = platform(dir.path());
+    let a = &p.admin;
+    a.post(
+        "/admin/v1/static",
+        &json!({"cat": "CAT-X", "sn": "7", "user": "u-9", "service": "SVC-CARD"}),
+    )
+    .expect("register");
+    for v in [
+        a.get("/admin/v1/static/CAT-X/7").expect("query"),
+        a.static_action("CAT-X", "7", "lost").expect("lost"),
+        a.static_action("CAT-X", "7", "replace").expect("replace"),
+    ] {
+        assert!(v.get("sub").is_none(), "{v}");
+        assert!(v["holder"].is_string(), "{v}");
+    }
+    drop(p);
+    for weak in ["", "  \n", "short"] {
+        std::fs::write(dir.path().join("platform/admin.token"), weak).expect("token");
+        let e = BackgroundPlatform::start(&dir.path().join("platform")).expect_err("weak token");
+        assert!(e.to_string().contains("bearer token"), "{e}");
+    }
+}
+
+#[test]
+fn online_decode_never_spends_a_code_the_gate_refuses() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let a = &p.admin;
+    let mut settings = a.get("/admin/v1/settings").expect("settings");
+    settings["online_decode"] = json!(true);
+    a.put("/admin/v1/settings", &settings).expect("put");
+    let (cp, syncer) = gateway(&p, &token, &dir.path().join("gate"));
+    syncer.pull().expect("pull");
+    // This gate serves GATE-1; the code is for GATE-2 only.
+    let code = a
+        .post(
+            "/admin/v1/codes/dynamic",
+            &json!({"user": "u-8", "service": "SVC-BUS", "scenes": ["GATE-2"]}),
+        )
+        .expect("mint")["code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+    assert_eq!(syncer.online_answer(&code), None, "not asked about");
+    assert_eq!(cp.check(&code).expect("check").reason(), Reason::WrongScene);
+    // At its own gate the code is still good: the platform never spent it.
+    assert_eq!(p.db().decode(&code).expect("decode"), Reason::Accepted);
 }

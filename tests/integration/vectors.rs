@@ -261,7 +261,7 @@ fn write_vectors() {
     }
     let file = VectorFile {
         format: "YM1 test vectors v1".into(),
-        spec: "shared/spec/code-format.md".into(),
+        spec: "the YM1 format documented in src/verification/code.rs".into(),
         note: "Test keys only. Each vector: verify `text` at trusted time `at` with every key \
                below trusted, global refresh and skew as given, the terminal serving \
                `terminal_scenes` (empty = every scene), `status` as the status list (absent = \

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent YM1 implementation, written from shared/spec/code-format.md alone.
+"""An independent YM1 implementation, written from the YM1 format documented in src/verification/code.rs alone.
 
 It uses pycose (COSE_Sign1 / COSE_Mac0 for EdDSA, ES256, HMAC 256/256), cbor2, the `base45`
 package and gmssl (SM2 with SM3, signer ID 1234567812345678) -- no code from yima-gate.

@@ -78,6 +78,46 @@ pub fn gate() -> std::process::Command {
     command_for(&bin())
 }
 
+/// [`gate`] started under umask 022 (a shell's usual), as a technician would run it: whatever
+/// the binary creates must still be private.
+pub fn gate_umask_022() -> std::process::Command {
+    let inner = gate();
+    let mut c = std::process::Command::new("sh");
+    c.args(["-c", "umask 022; exec \"$@\"", "sh"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    c
+}
+
+/// Every file and directory under `dir` that group or others can read, write or enter.
+pub fn not_private(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                out.push(format!("{:o} {}", mode, p.display()));
+            }
+            if meta.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// A command running `program` (built for the target) through `YIMA_TEST_RUNNER` if set.
 pub fn command_for(program: &Path) -> std::process::Command {
     match std::env::var("YIMA_TEST_RUNNER")
