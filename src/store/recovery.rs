@@ -34,12 +34,23 @@ impl StoreLock {
             .mode(crate::files::PRIVATE_FILE)
             .open(&path)
             .map_err(io_err(&path))?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(StoreLock { _file: file }),
-            Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::InUse {
-                path: state_dir.to_path_buf(),
-            }),
-            Err(e) => Err(io_err(&path)(e.into())),
+        // A child process forked by this one between a store's open and its exec holds a
+        // copy of the descriptor (and so the lock) for a moment: wait briefly before saying
+        // another process has the store.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(StoreLock { _file: file }),
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(StoreError::InUse {
+                        path: state_dir.to_path_buf(),
+                    })
+                }
+                Err(e) => return Err(io_err(&path)(e.into())),
+            }
         }
     }
 }
