@@ -65,7 +65,9 @@ printf 'Source: yima-gate\n\nPackage: yima-gate\nArchitecture: %s\n' "$ARCH" > "
   cd "$WORK"
   dpkg-shlibdeps -O --ignore-missing-info -e"$ROOT/usr/bin/yima-gate" 2>/dev/null
 ) > "$WORK/substvars" || true
-SHLIBS=$(sed -n 's/^shlibs:Depends=//p' "$WORK/substvars")
+# On a cross-building host the libraries resolve to multiarch (`libc6:arm64`) or cross
+# toolchain packages (`libgcc-s1-arm64-cross`); on the gate they are the plain packages.
+SHLIBS=$(sed -n 's/^shlibs:Depends=//p' "$WORK/substvars" | sed -E "s/:$ARCH//g; s/-$ARCH-cross//g")
 if [ -z "$SHLIBS" ]; then
   # No dpkg database for this architecture here: the glibc the binary needs, read off it.
   need=$(objdump -T "$ROOT/usr/bin/yima-gate" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 | cut -d_ -f2)

@@ -8,10 +8,10 @@
 //! ## Data flow
 //! ```text
 //!  capture ──frames──▶ decode ──texts──▶ presentation ──▶ checkpoint ──▶ act
-//!  (camera, MJPEG,    (QR cascade)      (one per code    (verification  (display, rules →
-//!   files; scanners ──texts───────────▶  in view)         + store:       relay, webhook,
-//!   on TTY/TCP/stdin)                                      durable before command, serial)
-//!                                                          the answer)
+//!  (camera, MJPEG,    (QR cascade,      (one per code    (verification  (display, rules →
+//!   files; scanners    Grid Matrix)      in view)         + store:       relay, webhook,
+//!   on TTY/TCP/stdin ──texts──────────▶                   durable before command, serial)
+//!   skip decode)                                           the answer)
 //!  api (verify, records, status, metrics) ──▶ checkpoint      telemetry ◀── every stage
 //!  sync ⇄ platform (ym-sync/1, mutual TLS): signed bundles ──▶ checkpoint's trust state;
 //!         the checkpoint's outbox ──▶ records pushed exactly once ──▶ deleted
@@ -23,7 +23,10 @@
 //! - [`clock`] — the injected clock; trusted-time floor from platform anchor + monotonic time.
 //! - [`capture`] — sources, one file each (camera, MJPEG, files, scanners), the newest-frame
 //!   slot, pixel conversion, image loading within limits.
-//! - [`decode`] — frame → code texts: the cascade (one screen), engines, filters, regions.
+//! - [`decode`] — frame → code texts: the cascade (one screen), engines (rxing and rqrr for
+//!   QR, [`gridmatrix`] for Grid Matrix), filters, regions.
+//! - [`gridmatrix`] — GB/T 27766 Grid Matrix, our own: Reed–Solomon over GF(2⁷), block
+//!   tables, placement, data modes, encoder, decoder, clean-image reader.
 //! - [`presentation`] — one presentation per code in view, whatever the frame count.
 //! - [`store`] — sled: records, replay tags, sequence numbers; group commit with fsync; the
 //!   recovery ladder; the outbox. Seen by nothing but the checkpoint.
@@ -41,7 +44,8 @@
 //! - [`files`] — files outside sled written durably and privately; secrets read from private
 //!   files; tokens.
 //! - [`local_trust`] — the offline trust path: trust, key and status files into trust values.
-//! - [`render`] — code texts as symbol images (minting, tests, the demo).
+//! - [`render`] — code texts as QR or Grid Matrix images and PNG (minting, the platform's
+//!   亮码, tests, the demo).
 //! - [`platform`] (feature `platform`) — the reference central platform: sync API over
 //!   mutual TLS, admin API, its CA and sled state, fault injection for tests.
 //! - [`demo`] (feature `platform`) — the whole system on one machine; seeded synthetic gate
@@ -88,6 +92,7 @@ pub mod clock;
 
 pub mod capture;
 pub mod decode;
+pub mod gridmatrix;
 pub mod presentation;
 
 pub mod checkpoint;

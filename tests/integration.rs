@@ -21,6 +21,8 @@ mod verifier_table;
 mod capture;
 #[path = "integration/decode.rs"]
 mod decode;
+#[path = "integration/gridmatrix.rs"]
+mod gridmatrix;
 #[path = "integration/serial.rs"]
 mod serial;
 

@@ -1,5 +1,5 @@
-//! `yima-gate decode`: codes read from image files, one JSON line per file with every text
-//! found, the decode time and the stage that read it.
+//! `yima-gate decode`: codes read from image files (QR and Grid Matrix), one JSON line per file
+//! with every text found, its symbology, the decode time and the stage that read it.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,7 +44,9 @@ fn decode_files(files: &[PathBuf], multiple: bool) -> anyhow::Result<ExitCode> {
                     "ms": (ms * 1000.0).round() / 1000.0,
                     "width": img.width(),
                     "height": img.height(),
-                    "engines": found.iter().map(|d| serde_json::json!({"engine": d.engine, "stage": d.stage})).collect::<Vec<_>>(),
+                    "codes": found.iter().map(|d| serde_json::json!({
+                        "text": d.text, "symbology": d.symbology, "engine": d.engine, "stage": d.stage,
+                    })).collect::<Vec<_>>(),
                 })
             }
             Err(e) => {

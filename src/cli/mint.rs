@@ -104,9 +104,20 @@ pub struct MintArgs {
     /// Static codes: version.
     #[arg(long)]
     ver: Option<u64>,
-    /// Also write the code as a QR PNG.
+    /// Also write the code as a PNG (in `--symbology`).
     #[arg(long)]
     png: Option<PathBuf>,
+    /// The symbology of `--png`: Grid Matrix (GB/T 27766, the standard's code system, at
+    /// error-correction level 3) or QR (level M).
+    #[arg(long, value_enum, default_value = "qr", requires = "png")]
+    symbology: SymbologyArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SymbologyArg {
+    Qr,
+    #[value(name = "gridmatrix", alias = "grid-matrix")]
+    GridMatrix,
 }
 
 /// Runs `keygen`.
@@ -214,7 +225,12 @@ pub fn mint(a: MintArgs) -> anyhow::Result<ExitCode> {
     };
     let text = code::mint(&pair.signing, &pair.kid, &claims);
     if let Some(png) = &a.png {
-        crate::render::write_png(&text, png)?;
+        let img = match a.symbology {
+            SymbologyArg::Qr => crate::render::render(&text, 8)?,
+            // 6 px a module: a YM1 dynamic code (version 6, 90 modules) is 612 px square.
+            SymbologyArg::GridMatrix => crate::render::grid_matrix(&text, 6)?,
+        };
+        crate::render::save_png(&img, png)?;
     }
     println!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -94,6 +94,7 @@ pub(super) fn rxing_read(
         .map(|text| Decoded {
             text,
             engine: Engine::Rxing,
+            symbology: Engine::Rxing.symbology(),
             stage,
         })
         .collect()
@@ -127,6 +128,7 @@ pub(super) fn rqrr_read(img: &GrayImage, stage: &'static str, work: &Work) -> Ve
             .map(|text| Decoded {
                 text,
                 engine: Engine::Rqrr,
+                symbology: Engine::Rqrr.symbology(),
                 stage,
             })
             .collect(),
@@ -135,4 +137,21 @@ pub(super) fn rqrr_read(img: &GrayImage, stage: &'static str, work: &Work) -> Ve
             Vec::new()
         }
     }
+}
+
+/// This crate's Grid Matrix reader of clean images (its cost is two linear passes and a few
+/// grid samplings: no finder combinations to bound).
+pub(super) fn gridmatrix_read(img: &GrayImage, stage: &'static str, work: &Work) -> Vec<Decoded> {
+    work.calls.set(work.calls.get() + 1);
+    work.pixels
+        .set(work.pixels.get() + u64::from(img.width()) * u64::from(img.height()));
+    crate::gridmatrix::read::read_clean(img)
+        .into_iter()
+        .map(|d| Decoded {
+            text: d.text,
+            engine: Engine::GridMatrix,
+            symbology: Engine::GridMatrix.symbology(),
+            stage,
+        })
+        .collect()
 }

@@ -34,7 +34,7 @@ mod engines;
 mod filters;
 mod regions;
 
-use engines::{rqrr_read, rxing_read};
+use engines::{gridmatrix_read, rqrr_read, rxing_read};
 use filters::{
     adaptive_threshold, double, downscale2_box, otsu_threshold, scale, sharpen, stretch_contrast,
 };
@@ -49,6 +49,26 @@ pub const MAX_SIDE: u32 = 4096;
 pub enum Engine {
     Rxing,
     Rqrr,
+    /// This crate's own Grid Matrix reader ([`crate::gridmatrix`]).
+    GridMatrix,
+}
+
+/// Which symbology a code was read (or is rendered) in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Symbology {
+    Qr,
+    /// GB/T 27766 网格矩阵码.
+    GridMatrix,
+}
+
+impl Engine {
+    pub fn symbology(self) -> Symbology {
+        match self {
+            Engine::Rxing | Engine::Rqrr => Symbology::Qr,
+            Engine::GridMatrix => Symbology::GridMatrix,
+        }
+    }
 }
 
 /// One code read from a frame.
@@ -57,6 +77,7 @@ pub struct Decoded {
     /// The payload as text (ECI / character set applied by the engine).
     pub text: String,
     pub engine: Engine,
+    pub symbology: Symbology,
     /// Which cascade stage found it (0 = the frame as given).
     pub stage: &'static str,
 }
@@ -267,6 +288,11 @@ impl Decoder {
         if found.is_empty() && self.config.thorough {
             found = rqrr_read(img, "frame", work);
         }
+        // A clean Grid Matrix symbol (a file, a screenshot, a scan): beside QR codes when
+        // several are looked for.
+        if found.is_empty() || self.config.multiple {
+            found.extend(gridmatrix_read(img, "gridmatrix_clean", work));
+        }
         if !found.is_empty() {
             return dedup(found);
         }
@@ -323,7 +349,12 @@ impl Decoder {
         }
 
         let half = downscale2_box(img);
-        stop_if_found_or_spent!(rxing_read(&half, multiple, false, "half_box", work));
+        let mut found = rxing_read(&half, multiple, false, "half_box", work);
+        // A Grid Matrix symbol shown square to the camera (a screen, a file).
+        if found.is_empty() || multiple {
+            found.extend(gridmatrix_read(img, "gridmatrix_clean", work));
+        }
+        stop_if_found_or_spent!(found);
         // Each region at full resolution, sharpened. A crop also makes rxing's finder search
         // scan every second or third row instead of every fifth (its row step is a share of
         // the image height), which small codes need.

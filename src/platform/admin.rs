@@ -11,11 +11,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::db::{PlatformError, StaticView};
 use super::{error, platform_error, Fault, PlatformState};
+use crate::decode::Symbology;
 use crate::sync::wire::PlatformSettings;
 use crate::verification::keys::Alg;
 use crate::verification::trust::StaticState;
@@ -167,6 +169,10 @@ struct MintDynamic {
     /// Issue time, seconds (default now): lets a demo show an expired code.
     #[serde(default)]
     iat: Option<i64>,
+    /// 亮码: also return the code rendered as a PNG in this symbology (`grid_matrix`, the
+    /// standard's code system, or `qr`), base64 in `png_base64`.
+    #[serde(default)]
+    render: Option<Symbology>,
 }
 
 async fn mint_dynamic(
@@ -174,8 +180,24 @@ async fn mint_dynamic(
     Json(m): Json<MintDynamic>,
 ) -> Response {
     blocking(&st, move |s| {
-        s.db.mint_dynamic(&m.user, &m.service, m.scenes, m.mode, m.iat)
-            .map(|code| serde_json::json!({ "code": code }))
+        let code =
+            s.db.mint_dynamic(&m.user, &m.service, m.scenes, m.mode, m.iat)?;
+        let Some(symbology) = m.render else {
+            return Ok(serde_json::json!({ "code": code }));
+        };
+        // 6 px a module for Grid Matrix (≥ 3 px, §6.2), 8 for QR: about 600 px either way.
+        let img = match symbology {
+            Symbology::GridMatrix => crate::render::grid_matrix(&code, 6),
+            Symbology::Qr => crate::render::render(&code, 8),
+        }
+        .map_err(|e| PlatformError::Internal(e.to_string()))?;
+        let png =
+            crate::render::png_bytes(&img).map_err(|e| PlatformError::Internal(e.to_string()))?;
+        Ok(serde_json::json!({
+            "code": code,
+            "symbology": symbology,
+            "png_base64": base64::engine::general_purpose::STANDARD.encode(png),
+        }))
     })
     .await
 }

@@ -145,6 +145,25 @@ impl AdminClient {
         v["code"].as_str().map(str::to_string).context("no code")
     }
 
+    /// 亮码: a dynamic code as the phone shows it — the text and its PNG in `symbology`.
+    pub fn show_dynamic(
+        &self,
+        user: &str,
+        service: &str,
+        symbology: crate::decode::Symbology,
+    ) -> anyhow::Result<(String, Vec<u8>)> {
+        use base64::Engine as _;
+        let v = self.post(
+            "/admin/v1/codes/dynamic",
+            &serde_json::json!({ "user": user, "service": service, "render": symbology }),
+        )?;
+        let code = v["code"].as_str().context("no code")?.to_string();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v["png_base64"].as_str().context("no png_base64")?)
+            .context("png_base64")?;
+        Ok((code, png))
+    }
+
     /// A static code's action (`apply` returns the code text in `code`).
     pub fn static_action(&self, cat: &str, sn: &str, action: &str) -> anyhow::Result<Value> {
         self.post(

@@ -54,6 +54,8 @@ pub enum PlatformError {
     Conflict(String),
     #[error("forbidden: {0}")]
     Forbidden(String),
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl From<sled::Error> for PlatformError {

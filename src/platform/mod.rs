@@ -163,6 +163,10 @@ fn platform_error(e: PlatformError) -> Response {
             tracing::error!(error = %m, "platform storage");
             error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
         }
+        PlatformError::Internal(m) => {
+            tracing::error!(error = %m, "platform internal");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
     }
 }
 

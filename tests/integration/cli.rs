@@ -297,6 +297,56 @@ fn verify_reads_a_qr_png() {
 }
 
 #[test]
+fn a_code_minted_as_grid_matrix_decodes_upright_and_turned_and_verifies() {
+    let env = Env::new();
+    env.init();
+    let (key, trust) = env.keygen("ed25519", "gm");
+    let png = env.path("gm.png");
+    let code = env.mint(
+        &key,
+        &[
+            "--kind",
+            "dynamic",
+            "--service",
+            "SVC",
+            "--at",
+            AT,
+            "--symbology",
+            "gridmatrix",
+            "--png",
+            png.to_str().expect("utf8"),
+        ],
+    );
+    let turned = env.path("gm-90.png");
+    let img = image::open(&png).expect("open").to_luma8();
+    image::imageops::rotate90(&img).save(&turned).expect("save");
+    let out = env.run(&[
+        "decode",
+        png.to_str().expect("utf8"),
+        turned.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert_eq!(l["codes"][0]["text"], code.as_str(), "{l}");
+        assert_eq!(l["codes"][0]["symbology"], "grid_matrix", "{l}");
+    }
+    let (rc, v) = env.verify(
+        &trust,
+        &["--at", AT, "--image", turned.to_str().expect("utf8")],
+    );
+    assert_eq!((rc, v["reason"].as_str()), (0, Some("accepted")), "{v}");
+}
+
+#[test]
 fn malformed_and_forged_codes_exit_1_as_illegal_code() {
     let env = Env::new();
     env.init();
@@ -423,13 +473,19 @@ fn demo_runs_every_scenario_to_its_expected_verdict() {
     assert!(out.contains("码已过期") && out.contains("码已使用") && out.contains("码已挂失"));
     assert!(!out.contains("unexpected"));
     assert!(out.contains("码已停用") || out.contains("服务已暂停"));
-    // Every verification reached the platform, exactly once.
+    // The platform's 亮码 rendered as Grid Matrix, read and accepted.
     assert!(
-        out.contains("8 verifications recorded durably, 8 pushed, backlog 0"),
+        out.lines()
+            .any(|l| l.starts_with("Grid Matrix code") && l.contains("accepted")),
         "{out}"
     );
-    assert!(out.contains("platform: 8 records held"), "{out}");
-    assert!(out.contains(r#"by terminal {"GATE-DEMO":8}"#), "{out}");
+    // Every verification reached the platform, exactly once.
+    assert!(
+        out.contains("9 verifications recorded durably, 9 pushed, backlog 0"),
+        "{out}"
+    );
+    assert!(out.contains("platform: 9 records held"), "{out}");
+    assert!(out.contains(r#"by terminal {"GATE-DEMO":9}"#), "{out}");
 }
 
 #[test]

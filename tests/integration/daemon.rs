@@ -320,6 +320,22 @@ fn local_api_verifies_reports_and_guards_itself() {
     assert_eq!(status["terminal"], "GATE-T1");
     assert_eq!(status["counters"]["verified"], 3);
     assert_eq!(status["recent"][0]["message"], "码已过期");
+    // a Grid Matrix upload (the standard's code system), upright and turned a quarter
+    for (i, turn) in [false, true].into_iter().enumerate() {
+        let img = yima_gate::render::grid_matrix(&gate.code(now_s() - 2 - i as i64, None), 4)
+            .expect("grid matrix");
+        let img = if turn {
+            image::imageops::rotate90(&img)
+        } else {
+            img
+        };
+        let v = verify(
+            http.post(format!("{base}/api/v1/verify"))
+                .header("Content-Type", "image/png")
+                .body(yima_gate::render::png_bytes(&img).expect("png")),
+        );
+        assert_eq!(v["reason"], "accepted", "turned {turn}: {v}");
+    }
     let page = http
         .get(format!("{base}/"))
         .send()

@@ -1,5 +1,6 @@
-//! Fuzzing entry points, cargo-fuzz style: `code_parser(data)` and `api_request(data)` take
-//! raw bytes, and each has invariants beyond "does not panic". A `fuzz_targets/*.rs` wrapper
+//! Fuzzing entry points, cargo-fuzz style: `code_parser(data)`, `api_request(data)`,
+//! `gridmatrix_modes(data)` and `gridmatrix_grid(data)` take raw bytes, and each has invariants
+//! beyond "does not panic". A `fuzz_targets/*.rs` wrapper
 //! (`fuzz_target!(|d: &[u8]| fuzz::code_parser(d))`) runs them under libFuzzer on nightly;
 //! here a seeded mutational driver runs them for a bounded number of inputs on stable, so CI
 //! exercises them on every run. `YIMA_FUZZ_ITERS` scales the run (default: CI-sized).
@@ -136,6 +137,89 @@ fn fuzz_code_parser() {
             &NothingSpent,
         );
         assert!(v.verdict.accepted());
+    }
+}
+
+/// Entry point 3: the Grid Matrix mode parser on arbitrary codewords. Invariants: total, the
+/// text bounded by the input, and whatever text it yields our encoder carries exactly.
+pub fn gridmatrix_modes(data: &[u8]) {
+    use yima_gate::gridmatrix::modes;
+    let codewords: Vec<u8> = data.iter().map(|b| b & 0x7F).collect();
+    let Ok(msg) = modes::parse(&codewords) else {
+        return;
+    };
+    let text = msg.text();
+    // 7 bits of input give at most one byte of output (Byte mode), and a GB 2312 pair
+    // (13 bits) at most 3 bytes of UTF-8.
+    assert!(
+        text.len() <= codewords.len() * 2 + 8,
+        "{} codewords → {} bytes",
+        codewords.len(),
+        text.len()
+    );
+    let again = modes::encode(&text, None).codewords();
+    assert_eq!(
+        modes::parse(&again).map(|m| m.text()).ok().as_deref(),
+        Some(text.as_str())
+    );
+}
+
+/// Entry point 4: the Grid Matrix grid decoder on a grid built from arbitrary bytes (size from
+/// the first byte, modules from the rest, repeated), and on a valid symbol with a few modules
+/// flipped by the input. Invariants: total, and a level-5 symbol with ≤ 4 flipped modules
+/// reads as it was (each block corrects at least 4 errors).
+pub fn gridmatrix_grid(data: &[u8], symbol: &yima_gate::gridmatrix::Symbol, text: &str) {
+    use yima_gate::gridmatrix::{decode, tables, Modules};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let side = tables::side(1 + first % 13);
+    let bit = |i: usize| {
+        rest.get((i / 8) % rest.len().max(1))
+            .is_some_and(|b| b >> (i % 8) & 1 == 1)
+    };
+    let _ = decode(&Modules::from_fn(side, |x, y| bit(y * side + x)));
+    let mut m = symbol.modules.clone();
+    let n = m.side();
+    for pair in rest.chunks(2).take(4) {
+        let v = usize::from(pair[0]) << 8 | usize::from(*pair.get(1).unwrap_or(&0));
+        let (x, y) = (v % n, (v / n) % n);
+        m.set(x, y, !m.get(x, y));
+    }
+    assert_eq!(decode(&m).map(|d| d.text).ok().as_deref(), Some(text));
+}
+
+#[test]
+fn fuzz_gridmatrix() {
+    use yima_gate::gridmatrix::{encode, EncodeOptions};
+    let text = "YM1:6BFOXN*TS0BI$ZD4N9:9S6RCVN5+O30K3 网格矩阵 3.14159";
+    let symbol = encode(
+        text,
+        &EncodeOptions {
+            level: 5,
+            exact_level: true,
+            ..Default::default()
+        },
+    )
+    .expect("encode");
+    let codewords = yima_gate::gridmatrix::modes::encode(text, None).codewords();
+    let corpus: Vec<Vec<u8>> = vec![
+        codewords.clone(),
+        yima_gate::gridmatrix::modes::encode("0123456789 abc ABC 一码通办 é", Some((1, 2, 1)))
+            .codewords(),
+        // A Byte block of 512 repeated: the parser must stay linear.
+        vec![0x7F; 600],
+        Vec::new(),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(27766);
+    let n = iterations(20_000);
+    for i in 0..n {
+        let input = mutate(&mut rng, &corpus);
+        gridmatrix_modes(&input);
+        // A grid decode costs a hundred parses: one input in ten.
+        if i % 10 == 0 {
+            gridmatrix_grid(&input, &symbol, text);
+        }
     }
 }
 

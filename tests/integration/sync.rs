@@ -156,6 +156,26 @@ fn bundles_carry_rotation_lost_codes_and_emergency_stops_and_fail_closed_when_st
         cp.check(&static_code).expect("check").reason(),
         Reason::Accepted
     );
+    // 亮码: the code rendered by the platform, as Grid Matrix and as QR, reads back and passes.
+    let decoder = yima_gate::decode::Decoder::default();
+    for (i, symbology) in [
+        yima_gate::decode::Symbology::GridMatrix,
+        yima_gate::decode::Symbology::Qr,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (code, png) = a
+            .show_dynamic(&format!("u-show-{i}"), "SVC-BUS", symbology)
+            .expect("show");
+        let img = image::load_from_memory(&png).expect("png").to_luma8();
+        let read = decoder.decode(&img);
+        assert_eq!(
+            read.first().map(|d| (d.text.as_str(), d.symbology)),
+            Some((code.as_str(), symbology))
+        );
+        assert_eq!(cp.check(&code).expect("check").reason(), Reason::Accepted);
+    }
 
     // Key rotation: a code signed by the new key is unknown until the bundle brings the key.
     a.post("/admin/v1/keys/rotate", &json!({"kind": "dynamic"}))
