@@ -40,6 +40,10 @@ mod store;
 mod sync;
 
 #[cfg(feature = "platform")]
+#[path = "integration/openapi.rs"]
+mod openapi;
+
+#[cfg(feature = "platform")]
 #[path = "integration/cli.rs"]
 mod cli;
 #[path = "integration/package.rs"]

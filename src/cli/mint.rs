@@ -227,7 +227,7 @@ pub fn mint(a: MintArgs) -> anyhow::Result<ExitCode> {
     if let Some(png) = &a.png {
         let img = match a.symbology {
             SymbologyArg::Qr => crate::render::render(&text, 8)?,
-            // 6 px a module: a YM1 dynamic code (version 6, 90 modules) is 612 px square.
+            // 6 px a module: a YM1 dynamic code (version 7, 90 modules + quiet zone) is 612 px.
             SymbologyArg::GridMatrix => crate::render::grid_matrix(&text, 6)?,
         };
         crate::render::save_png(&img, png)?;

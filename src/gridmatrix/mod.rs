@@ -33,7 +33,8 @@ pub use layout::{Modules, Orientation};
 
 /// The level a symbol for a phone screen gets unless asked otherwise: 3 (≈ 30 % of the
 /// codewords are parity). Screens add glare, moiré and the odd cracked pixel; level 3 is what
-/// the standard recommends from version 4 up and leaves a YM1 dynamic code at version 6.
+/// the standard recommends from version 4 up. A YM1 dynamic code (≈ 300 characters) is then
+/// version 7, 90 modules square (QR at level M: 57).
 pub const DEFAULT_LEVEL: u8 = 3;
 /// Quiet zone around a symbol, modules.
 pub const QUIET_ZONE: u32 = 6;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -13,15 +13,19 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use super::db::{PlatformError, StaticView};
-use super::{error, platform_error, Fault, PlatformState};
+use super::{error, platform_error, Fault, JsonBody, PlatformState, QueryOf};
 use crate::decode::Symbology;
 use crate::sync::wire::PlatformSettings;
 use crate::verification::keys::Alg;
 use crate::verification::trust::StaticState;
 use crate::verification::verdict::{AccessMode, CodeKind};
+
+/// This API's OpenAPI document (served at `/admin/v1/openapi.json`).
+pub const ADMIN_OPENAPI: &str = include_str!("admin-openapi.json");
 
 pub fn router(state: Arc<PlatformState>) -> Router {
     Router::new()
@@ -53,6 +57,10 @@ pub fn router(state: Arc<PlatformState>) -> Router {
         .route("/admin/v1/records", get(records))
         .route("/admin/v1/stats", get(stats))
         .route("/admin/v1/faults", post(faults))
+        .route(
+            "/admin/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], ADMIN_OPENAPI) }),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -78,7 +86,12 @@ where
 {
     let st = st.clone();
     match tokio::task::spawn_blocking(move || f(&st)).await {
-        Ok(Ok(v)) => Json(v).into_response(),
+        // An operation with nothing to say (a `()` result) answers 204 No Content.
+        Ok(Ok(v)) => match serde_json::to_value(v) {
+            Ok(Value::Null) => StatusCode::NO_CONTENT.into_response(),
+            Ok(v) => Json(v).into_response(),
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        },
         Ok(Err(e)) => platform_error(e),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     }
@@ -100,7 +113,10 @@ async fn list_keys(State(st): State<Arc<PlatformState>>) -> Response {
     blocking(&st, |s| s.db.list_keys()).await
 }
 
-async fn create_key(State(st): State<Arc<PlatformState>>, Json(k): Json<NewKey>) -> Response {
+async fn create_key(
+    State(st): State<Arc<PlatformState>>,
+    JsonBody(k): JsonBody<NewKey>,
+) -> Response {
     let alg = match Alg::parse(&k.alg) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -117,7 +133,10 @@ struct Rotate {
     kind: CodeKind,
 }
 
-async fn rotate_key(State(st): State<Arc<PlatformState>>, Json(r): Json<Rotate>) -> Response {
+async fn rotate_key(
+    State(st): State<Arc<PlatformState>>,
+    JsonBody(r): JsonBody<Rotate>,
+) -> Response {
     blocking(&st, move |s| {
         s.db.rotate_key(r.kind)
             .map(|kid| serde_json::json!({ "kid": kid }))
@@ -142,7 +161,7 @@ async fn list_services(State(st): State<Arc<PlatformState>>) -> Response {
 
 async fn register_service(
     State(st): State<Arc<PlatformState>>,
-    Json(n): Json<NewService>,
+    JsonBody(n): JsonBody<NewService>,
 ) -> Response {
     blocking(&st, move |s| s.db.register_service(&n.code, &n.name)).await
 }
@@ -177,7 +196,7 @@ struct MintDynamic {
 
 async fn mint_dynamic(
     State(st): State<Arc<PlatformState>>,
-    Json(m): Json<MintDynamic>,
+    JsonBody(m): JsonBody<MintDynamic>,
 ) -> Response {
     blocking(&st, move |s| {
         let code =
@@ -212,10 +231,11 @@ struct RegisterStatic {
 
 async fn register_static(
     State(st): State<Arc<PlatformState>>,
-    Json(r): Json<RegisterStatic>,
+    JsonBody(r): JsonBody<RegisterStatic>,
 ) -> Response {
     blocking(&st, move |s| {
         s.db.register_static(&r.cat, &r.sn, &r.user, &r.service)
+            .map(StaticView::from)
     })
     .await
 }
@@ -274,7 +294,7 @@ async fn list_terminals(State(st): State<Arc<PlatformState>>) -> Response {
 
 async fn create_terminal(
     State(st): State<Arc<PlatformState>>,
-    Json(t): Json<NewTerminal>,
+    JsonBody(t): JsonBody<NewTerminal>,
 ) -> Response {
     blocking(&st, move |s| {
         s.db.create_terminal(&t.id, t.scenes, t.accept_unknown_static)
@@ -313,7 +333,7 @@ async fn get_settings(State(st): State<Arc<PlatformState>>) -> Response {
 
 async fn put_settings(
     State(st): State<Arc<PlatformState>>,
-    Json(settings): Json<PlatformSettings>,
+    JsonBody(settings): JsonBody<PlatformSettings>,
 ) -> Response {
     blocking(&st, move |s| s.db.set_settings(&settings)).await
 }
@@ -323,7 +343,10 @@ struct RecordsQuery {
     terminal: String,
 }
 
-async fn records(State(st): State<Arc<PlatformState>>, Query(q): Query<RecordsQuery>) -> Response {
+async fn records(
+    State(st): State<Arc<PlatformState>>,
+    QueryOf(q): QueryOf<RecordsQuery>,
+) -> Response {
     blocking(&st, move |s| {
         s.db.records_of(&q.terminal).map(|v| {
             v.into_iter()
@@ -338,7 +361,10 @@ async fn stats(State(st): State<Arc<PlatformState>>) -> Response {
     blocking(&st, |s| s.db.stats()).await
 }
 
-async fn faults(State(st): State<Arc<PlatformState>>, Json(f): Json<Vec<Fault>>) -> Response {
+async fn faults(
+    State(st): State<Arc<PlatformState>>,
+    JsonBody(f): JsonBody<Vec<Fault>>,
+) -> Response {
     st.faults.arm(&f);
     Json(serde_json::json!({ "armed": f.len() })).into_response()
 }

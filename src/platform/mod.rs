@@ -153,6 +153,40 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// A JSON request body whose rejection (wrong content type, syntax, a missing or mistyped
+/// field) is a JSON error body like every other answer, not axum's plain text.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(r) => Err(error(r.status(), &r.body_text())),
+        }
+    }
+}
+
+/// A query string, rejected as JSON like [`JsonBody`].
+pub(crate) struct QueryOf<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for QueryOf<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(QueryOf(v)),
+            Err(r) => Err(error(r.status(), &r.body_text())),
+        }
+    }
+}
+
 fn platform_error(e: PlatformError) -> Response {
     match e {
         PlatformError::BadRequest(m) => error(StatusCode::BAD_REQUEST, &m),
@@ -201,7 +235,10 @@ pub fn sync_router(state: Arc<PlatformState>) -> Router {
 /// The protocol's OpenAPI document.
 pub const SYNC_OPENAPI: &str = include_str!("openapi.json");
 
-async fn enroll(State(st): State<Arc<PlatformState>>, Json(req): Json<EnrollRequest>) -> Response {
+async fn enroll(
+    State(st): State<Arc<PlatformState>>,
+    JsonBody(req): JsonBody<EnrollRequest>,
+) -> Response {
     let st2 = st.clone();
     let result = tokio::task::spawn_blocking(move || {
         st2.db
@@ -234,7 +271,7 @@ struct BundleQuery {
 async fn bundle(
     State(st): State<Arc<PlatformState>>,
     Extension(peer): Extension<ConnInfo>,
-    Query(q): Query<BundleQuery>,
+    QueryOf(q): QueryOf<BundleQuery>,
 ) -> Response {
     let t = match terminal_of(&st, &peer) {
         Ok(t) => t,
@@ -251,7 +288,7 @@ async fn bundle(
 async fn records(
     State(st): State<Arc<PlatformState>>,
     Extension(peer): Extension<ConnInfo>,
-    Json(batch): Json<RecordBatch>,
+    JsonBody(batch): JsonBody<RecordBatch>,
 ) -> Response {
     // Records are taken even from a revoked terminal: what it verified must not be lost.
     let t = match terminal_of(&st, &peer) {
@@ -294,7 +331,7 @@ async fn records(
 async fn decode(
     State(st): State<Arc<PlatformState>>,
     Extension(peer): Extension<ConnInfo>,
-    Json(req): Json<DecodeRequest>,
+    JsonBody(req): JsonBody<DecodeRequest>,
 ) -> Response {
     let t = match terminal_of(&st, &peer) {
         Ok(t) => t,
