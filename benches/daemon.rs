@@ -6,6 +6,11 @@
 //!
 //! Run: `cargo bench --bench daemon` (release build of the binary; one camera at 30 fps, each
 //! code held in view for 9 frames, 0.3 s).
+//!
+//! Then hostile uploads: a second daemon takes 3 rounds of 8 concurrent image uploads
+//! (8192×8192 zero PNGs of 65 KB, 3000×3000 blank PNGs, 2000×2000 noise PNGs) while its token
+//! holder verifies a code every 50 ms; reported are RSS idle and peak (sampled every 5 ms) and
+//! the token holder's verify latency during the flood.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -165,6 +170,7 @@ fn main() {
         .args(["-TERM", &gate.id().to_string()])
         .status();
     let _ = gate.wait();
+    hostile_uploads(&bin, dir.path(), &key, now);
     let pulse_times: Vec<i64> = std::fs::read_to_string(&pulses)
         .unwrap_or_default()
         .lines()
@@ -190,5 +196,162 @@ fn main() {
         if lat.is_empty() { f64::NAN } else { pct(0.99) },
         idle_rss,
         busy_rss
+    );
+}
+
+fn png(img: image::GrayImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("png");
+    out
+}
+
+fn hostile_uploads(bin: &std::path::Path, dir: &std::path::Path, key: &KeyPair, now: i64) {
+    yima_gate::sync::tls::install_provider();
+    let state = dir.join("hostile-state");
+    yima_gate::checkpoint::provision(&state).expect("init");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let cfg = dir.join("hostile.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[terminal]\nid = \"BENCH-H\"\nstate_dir = \"{}\"\naccept_unknown_static = true\n[trust]\nkeys = \"{}\"\n\
+             [clock]\ntrust_system_clock = true\n[[source]]\nkind = \"scanner\"\nstdin = true\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\n",
+            state.display(),
+            dir.join("trust.json").display(),
+        ),
+    )
+    .expect("config");
+    let mut gate = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::new();
+    let up = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        http.get(format!("{base}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    assert!(up, "the daemon came up");
+    let token = std::fs::read_to_string(state.join("api.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_kib(gate.id());
+    let zeros = png(image::GrayImage::new(8192, 8192));
+    let blank = png(image::GrayImage::from_pixel(3000, 3000, image::Luma([255])));
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let noise = png(image::GrayImage::from_fn(2000, 2000, |_, _| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        image::Luma([(seed & 0xff) as u8])
+    }));
+    let pid = gate.id();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let texts: Vec<String> = (1..=1000u64)
+        .map(|i| {
+            let claims = Claims {
+                iss: "HLJ-YMTB".into(),
+                sub: vec![7; 16],
+                exp: now + 3600,
+                nbf: None,
+                iat: now,
+                cti: i.to_be_bytes().repeat(2),
+                kind: CodeKind::Static,
+                service: "SVC-BUS".into(),
+                scenes: None,
+                mode: Some(AccessMode::Independent),
+                business_codes: vec![],
+                catalogue: Some("CAT".into()),
+                serial: Some(format!("H{i}")),
+                version: Some(1),
+            };
+            code::mint(&key.signing, &key.kid, &claims)
+        })
+        .collect();
+    let holder = {
+        let (stop, base, token) = (stop.clone(), base.clone(), token.clone());
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            let mut lat = Vec::new();
+            for text in texts {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let t = Instant::now();
+                let ok = http
+                    .post(format!("{base}/api/v1/verify"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "code": text }))
+                    .send()
+                    .is_ok_and(|r| r.status() == 200);
+                lat.push((t.elapsed().as_secs_f64() * 1e3, ok));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            lat
+        })
+    };
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    for round in 0..3 {
+        let uploads: Vec<_> = (0..8)
+            .map(|j| {
+                let body = [&zeros, &blank, &noise][(round + j) % 3].clone();
+                let (base, token) = (base.clone(), token.clone());
+                std::thread::spawn(move || {
+                    reqwest::blocking::Client::new()
+                        .post(format!("{base}/api/v1/verify"))
+                        .bearer_auth(&token)
+                        .header("Content-Type", "image/png")
+                        .body(body)
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        for u in uploads {
+            *statuses.entry(u.join().unwrap_or(0)).or_default() += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    let mut lat = holder.join().unwrap_or_default();
+    let served = lat.iter().filter(|(_, ok)| *ok).count();
+    lat.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let p50 = lat.get(lat.len() / 2).map_or(f64::NAN, |l| l.0);
+    let max = lat.last().map_or(f64::NAN, |l| l.0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = gate.wait();
+    println!(
+        "hostile uploads: 24 uploads (statuses {statuses:?}); RSS idle {idle} KiB, peak {peak} KiB \
+         (+{} MiB); token holder served {served}/{} verifies, p50 {p50:.1} ms, max {max:.1} ms",
+        peak.saturating_sub(idle) / 1024,
+        lat.len()
     );
 }

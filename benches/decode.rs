@@ -5,7 +5,11 @@
 //!   1280×720): decode rate, p50/p99 frame-to-text latency with the live-frame settings, and
 //!   which cascade stage read each frame. `YIMA_DECODE_DIAG=1` prints each missed frame (and
 //!   whether a decoder without a budget reads it) and each frame slower than 15 ms;
-//!   `YIMA_DECODE_DUMP=1` saves the missed frames as `/tmp/gate-miss-N.png`.
+//!   `YIMA_DECODE_DUMP=1` saves the missed frames as `/tmp/gate-miss-N.png`;
+//! - the adversarial set (`yima_gate::demo::synth::adversarial_frames`: tiled finder patterns
+//!   at 2–4 px, checkerboards, full-contrast noise) through the live and the file settings,
+//!   each with its real budget: the slowest of 5 runs per frame against that budget, and
+//!   whether the valid code in the next frame is still read.
 
 use std::path::Path;
 use std::time::Instant;
@@ -153,4 +157,37 @@ fn main() {
     }
     photos();
     gate_set();
+    adversarial();
+}
+
+fn adversarial() {
+    let text = "YM1:6BFOXN*TS0BI$ZD4N9:9S6RCVN5+O30K3";
+    let (next, _) = GateFrames::new(7).frame(text);
+    for (config, name) in [
+        (DecoderConfig::live(), "live"),
+        (DecoderConfig::default(), "file"),
+    ] {
+        let budget_ms = config.budget.as_secs_f64() * 1e3;
+        let decoder = Decoder::new(config);
+        let mut worst = 0.0f64;
+        for (frame, img) in yima_gate::demo::synth::adversarial_frames() {
+            let slowest = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    let _ = decoder.decode(&img);
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(0.0, f64::max);
+            worst = worst.max(slowest);
+            println!(
+                "adversarial {name}: {frame:<24} slowest {slowest:6.2} ms ({:.2}× the {budget_ms:.0} ms budget)",
+                slowest / budget_ms
+            );
+        }
+        let read = decoder.decode(&next).iter().any(|d| d.text == text);
+        println!(
+            "adversarial {name}: worst {worst:.2} ms = {:.2}× budget; next frame read: {read}",
+            worst / budget_ms
+        );
+    }
 }

@@ -96,7 +96,7 @@ fn main() {
         .expect("store"),
     );
     let t = Instant::now();
-    let mut last = 0;
+    let mut last = None;
     for i in 0..n {
         let mut cti = [0u8; 16];
         cti[..8].copy_from_slice(&i.to_be_bytes());
@@ -117,13 +117,11 @@ fn main() {
             version: None,
         };
         let text = yima_gate::verification::code::mint(&key.signing, &key.kid, &claims);
-        last = cp
-            .check_staged(&text)
-            .expect("record")
-            .seq()
-            .expect("recorded");
+        let staged = cp.check_staged(&text).expect("record");
+        assert!(staged.seq().is_some(), "recorded");
+        last = Some(staged);
     }
-    cp.wait_durable(last).expect("durable");
+    cp.wait_durable(&last.expect("staged")).expect("durable");
     println!(
         "backlog: {n} records built in {:.1} s; store {:.1} MB; RSS {:.1} MB",
         t.elapsed().as_secs_f64(),

@@ -125,14 +125,16 @@ fn durable_run(k: &KeyPair, threads: usize, iters: u64, serial: &mut u64) -> Dur
         for t in &texts {
             let staged = cp.check_staged_at(t, at()).expect("stage");
             assert!(staged.accepted());
-            window.push_back(staged.seq().expect("recorded"));
+            assert!(staged.seq().is_some(), "recorded");
+            window.push_back(staged);
             if window.len() == 256 {
-                cp.wait_durable(window.pop_front().unwrap_or_default())
-                    .expect("durable");
+                if let Some(oldest) = window.pop_front() {
+                    cp.wait_durable(&oldest).expect("durable");
+                }
             }
         }
         if let Some(last) = window.pop_back() {
-            cp.wait_durable(last).expect("durable");
+            cp.wait_durable(&last).expect("durable");
         }
         return start.elapsed();
     }

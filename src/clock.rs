@@ -3,6 +3,11 @@
 //!
 //! **Invariant:** only [`SystemTimeSource`] reads the operating system's clocks; everything else
 //! is handed a [`VerifyTime`] or a [`Clock`], so tests move time by hand and never sleep.
+//!
+//! When the system clock jumps while the gate runs: with a platform anchor (an enrolled gate)
+//! the wall clock is not consulted at all; without one, a clock set back behind the floor is
+//! untrusted until it catches up or an anchor arrives, and a clock set forward is followed
+//! (a correction and an attack look alike without a reference) — the floor then holds it.
 
 use std::path::PathBuf;
 use std::sync::Mutex;

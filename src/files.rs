@@ -101,12 +101,30 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
 
 /// Creates `dir` and any missing parents with mode 0700 (existing directories are left as
 /// they are, except `dir` itself: group or world access to it is removed, with a log line).
+/// Each directory it creates is made durable: its parent is fsynced, so that a power cut
+/// cannot take away a state directory (and everything written into it) after the fact.
 pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(PRIVATE_DIR)
-        .create(dir)
-        .map_err(io(dir))?;
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at);
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(PRIVATE_DIR).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(d)(e)),
+        }
+        let parent = match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sync_dir(parent)?;
+    }
     restrict_mode(dir, PRIVATE_DIR)
 }
 

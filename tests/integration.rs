@@ -30,6 +30,8 @@ mod serial;
 mod crash;
 #[path = "integration/daemon.rs"]
 mod daemon;
+#[path = "integration/faults.rs"]
+mod faults;
 #[path = "integration/status_page.rs"]
 mod status_page;
 #[path = "integration/store.rs"]

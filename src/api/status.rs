@@ -29,8 +29,10 @@ pub enum ReadinessReason {
     PolicyStale,
     /// The store was lost or damaged: dynamic codes from before it are refused for a window.
     StoreRecovering,
-    /// A commit failed: the store refuses every write.
+    /// A write failed: the store is out of service until it is reopened from disk.
     StoreFailed,
+    /// The store's filesystem is below its reserve of free space: every code is refused.
+    DiskFull,
     /// The records waiting for the platform reached the quota: every code is refused.
     BacklogFull,
     /// The platform revoked this terminal: every code is refused.
@@ -49,6 +51,7 @@ impl ReadinessReason {
             ReadinessReason::PolicyStale => "终端策略已过期",
             ReadinessReason::StoreRecovering => "终端恢复中",
             ReadinessReason::StoreFailed => "终端存储故障",
+            ReadinessReason::DiskFull => "终端存储空间不足",
             ReadinessReason::BacklogFull => "终端存储已满",
             ReadinessReason::TerminalNotAuthorized => "终端未授权",
             ReadinessReason::NoKeys => "无可用密钥",
@@ -97,6 +100,9 @@ pub fn readiness(st: &ApiState) -> Readiness {
     }
     if store.failed.is_some() {
         reasons.push(ReadinessReason::StoreFailed);
+    }
+    if store.low_space {
+        reasons.push(ReadinessReason::DiskFull);
     }
     let limit = st.checkpoint.backlog_limit();
     if limit > 0 && store.backlog >= limit {
@@ -164,7 +170,13 @@ pub(super) async fn status(State(st): State<Arc<ApiState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "ready": readiness.ready,
         "readiness": readiness.reasons,
-        "clock": { "trusted": now.trusted, "now_ms": now.unix_ms, "floor_ms": store.clock_floor_ms },
+        "clock": {
+            "trusted": now.trusted,
+            "now_ms": now.unix_ms,
+            "floor_ms": store.clock_floor_ms,
+            // What the system clock says (technicians compare it with the trusted time).
+            "wall_ms": crate::clock::wall_clock_ms(),
+        },
         "store": store,
         "trust": {
             "keys": trust.keys.len(),
@@ -214,8 +226,8 @@ fn sync_summary(st: &ApiState, now_ms: i64) -> serde_json::Value {
         "policy_age_ms": issued.map(|i| now_ms - i),
         "policy_valid_until_ms": until,
         "policy_stale": until.is_some_and(|u| now_ms > u),
-        "backlog": outbox.backlog(),
-        "oldest_unsynced_ms": outbox.oldest_unsynced_ms().ok().flatten(),
+        "backlog": outbox.as_ref().map_or(0, |o| o.backlog()),
+        "oldest_unsynced_ms": outbox.as_ref().ok().and_then(|o| o.oldest_unsynced_ms().ok().flatten()),
         "records_pushed": s.records_pushed.load(Ordering::Relaxed),
         "conflicts": s.conflicts.load(Ordering::Relaxed),
         "gaps": s.gaps.load(Ordering::Relaxed),
@@ -424,7 +436,10 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     if let Some(syncer) = &st.syncer {
         let s = &syncer.status;
         let secs = |v: i64| u64::try_from(v / 1000).unwrap_or(0);
-        let oldest = outbox.oldest_unsynced_ms().ok().flatten();
+        let oldest = outbox
+            .as_ref()
+            .ok()
+            .and_then(|o| o.oldest_unsynced_ms().ok().flatten());
         out.gauge(
             "yima_sync_oldest_record_age_seconds",
             "Age of the oldest record waiting for the platform.",

@@ -486,6 +486,8 @@ fn verify_loop(
         // Housekeeping by the verification clock: a gate running for months keeps only the
         // replay tags of codes still inside their window.
         let now_ms = checkpoint.clock().now().unix_ms;
+        // A store out of service (disk full, failed write) comes back by itself.
+        checkpoint.maintain();
         if now_ms - last_purge_ms >= PURGE_EVERY_MS {
             last_purge_ms = now_ms;
             match checkpoint.purge_expired_replay_tags() {
@@ -530,10 +532,14 @@ fn verify_loop(
         match checkpoint.check_with_online(&p.text, online) {
             Ok(checked) => {
                 counters.verify_commit.observe(start.elapsed());
-                if checked.reason() == Reason::BacklogFull {
-                    tracing::error!(
+                match checked.reason() {
+                    Reason::BacklogFull => tracing::error!(
                         "backlog quota reached; gate stays shut until the platform takes records"
-                    );
+                    ),
+                    Reason::StoreUnavailable => tracing::error!(
+                        "the store cannot take records (disk full or failed); gate stays shut"
+                    ),
+                    _ => {}
                 }
                 if unauthenticated(checked.reason()) {
                     allowance.tokens -= 1.0;

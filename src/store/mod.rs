@@ -97,6 +97,8 @@ pub enum StoreError {
     CommitFailed(#[source] Arc<StoreError>),
     #[error("the store was closed before the record was committed")]
     Closed,
+    #[error("the store is out of service (being reopened after a failure)")]
+    OutOfService,
     #[error(transparent)]
     Files(#[from] crate::files::FileError),
     #[error("the platform confirmed seq {through}, beyond the durable {durable}")]
@@ -145,6 +147,12 @@ pub struct StoreStatus {
     pub commit_rounds: u64,
     /// Why the store refuses writes, after a failed commit.
     pub failed: Option<String>,
+    /// Bytes still free on the store's filesystem (filled in by the checkpoint).
+    pub free_bytes: Option<u64>,
+    /// Free space is below the checkpoint's reserve: every code is refused, unrecorded.
+    pub low_space: bool,
+    /// Times the store was reopened after a failure since the daemon started.
+    pub reopened: u64,
 }
 
 /// How a store directory came to be open.
@@ -210,6 +218,10 @@ pub(crate) struct Store {
     /// The platform's cursor (mirrors meta `synced_through`); changed only under `sync_lock`.
     synced_through: AtomicU64,
     sync_lock: Mutex<()>,
+    /// `<state-dir>/store`.
+    path: PathBuf,
+    /// Records and replay tags at the last status taken while in service.
+    counts: Mutex<(u64, u64)>,
     /// Held while the store is open (another process opening it gets `InUse`); released last.
     _lock: StoreLock,
 }
@@ -368,6 +380,8 @@ impl Store {
             store_id,
             synced_through: AtomicU64::new(synced_through),
             sync_lock: Mutex::new(()),
+            path,
+            counts: Mutex::new((0, 0)),
             _lock: lock,
         })
     }
@@ -458,6 +472,7 @@ impl Store {
 
     /// Up to `limit` records with `seq >= from`, in order.
     pub(crate) fn records_from(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.usable()?;
         self.records
             .range(from.to_be_bytes()..)
             .take(limit)
@@ -479,6 +494,7 @@ impl Store {
     /// durable on purpose: a forgotten tag that reappears after a crash is merely expired.
     pub(crate) fn purge_expired_tags(&self, now_ms: i64) -> Result<usize, StoreError> {
         let _w = self.lock_writer();
+        self.usable()?;
         purge_tags_before(&self.replay, now_ms)
     }
 
@@ -493,12 +509,51 @@ impl Store {
     }
 
     /// The sync client's view.
-    pub(crate) fn outbox(&self) -> Outbox<'_> {
-        Outbox(self)
+    pub(crate) fn outbox(self: &Arc<Store>) -> Outbox {
+        Outbox(self.clone())
+    }
+
+    /// Takes the store out of service after an error on its write path (sled keeps an I/O
+    /// error for good once it has one): every waiter and every later write gets the error,
+    /// and the owner reopens the store from disk.
+    pub(crate) fn fail(&self, e: StoreError) {
+        let mut st = self.durability.lock();
+        if st.failed.is_none() {
+            tracing::error!(error = %e, disk_full = e.is_disk_full(), "store: write failed; refusing further writes");
+            st.failed = Some(Arc::new(e));
+        }
+        drop(st);
+        self.durability.done.notify_all();
+        self.durability.work.notify_all();
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub(crate) fn failure(&self) -> Option<Arc<StoreError>> {
+        self.durability.lock().failed.clone()
+    }
+
+    /// An error once the store is out of service: sled is not touched again (after an I/O
+    /// error some of its reads retry for ever).
+    pub(super) fn usable(&self) -> Result<(), StoreError> {
+        self.durability.check_usable()
+    }
+
+    /// The store's directory (free space is measured on its filesystem).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// A snapshot of the store's state for the status page, metrics and `doctor`.
     pub(crate) fn status(&self) -> StoreStatus {
+        // Counted by walking the trees; not once the store is out of service (see `usable`):
+        // then the last counts stand.
+        let (records, replay_tags) = if self.usable().is_ok() {
+            let counted = (self.records.len() as u64, self.replay.len() as u64);
+            *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = counted;
+            counted
+        } else {
+            *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+        };
         let (next_seq, clock_floor_ms, replay_guard_from_ms) = {
             let w = self.lock_writer();
             (w.next_seq, w.clock_floor_ms, w.guard_from_ms)
@@ -510,8 +565,8 @@ impl Store {
             durable_seq: self.durable_seq(),
             synced_through: self.synced_through(),
             backlog: self.backlog(),
-            records: self.records.len() as u64,
-            replay_tags: self.replay.len() as u64,
+            records,
+            replay_tags,
             replay_guard_from_ms: replay_guard_from_ms.filter(|g| *g != GUARD_PENDING),
             replay_guard_pending: replay_guard_from_ms == Some(GUARD_PENDING),
             clock_floor_ms,
@@ -523,6 +578,9 @@ impl Store {
                 .failed
                 .as_ref()
                 .map(|e| e.to_string()),
+            free_bytes: None,
+            low_space: false,
+            reopened: 0,
         }
     }
 }

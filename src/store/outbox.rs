@@ -31,6 +31,7 @@ impl Store {
     /// Up to `limit` durable records with `seq >= from` (a sync client reading ahead of the
     /// platform's confirmations).
     pub(crate) fn unsynced_from(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.usable()?;
         let from = from.max(self.synced_through() + 1);
         let durable = self.durable_seq();
         let mut out = Vec::with_capacity(limit.min(1024));
@@ -54,6 +55,7 @@ impl Store {
     /// records is refused (the platform cannot hold what was never offered).
     pub(crate) fn ack_synced(&self, through: u64) -> Result<usize, StoreError> {
         let _sync = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.usable()?;
         let before = self.synced_through();
         if through <= before {
             return Ok(0);
@@ -82,12 +84,14 @@ impl Store {
 
     /// Persists the platform policy cache (fsynced before this returns).
     pub(crate) fn save_policy(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.usable()?;
         self.meta.insert(K_POLICY, bytes)?;
         self.durability.sync()
     }
 
     /// The persisted platform policy cache, if any.
     pub(crate) fn load_policy(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.usable()?;
         Ok(self.meta.get(K_POLICY)?.map(|v| v.to_vec()))
     }
 }
@@ -95,10 +99,10 @@ impl Store {
 /// The sync client's view of the store: records waiting for the platform, in order, and the
 /// acknowledgement of what the platform confirmed (after which those records are deleted);
 /// and the platform policy the terminal persisted.
-#[derive(Debug, Clone, Copy)]
-pub struct Outbox<'a>(pub(super) &'a Store);
+#[derive(Debug, Clone)]
+pub struct Outbox(pub(super) std::sync::Arc<Store>);
 
-impl Outbox<'_> {
+impl Outbox {
     /// This store generation's name: with `seq`, what the platform keys records by.
     pub fn store_id(&self) -> &str {
         self.0.store_id()

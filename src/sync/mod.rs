@@ -62,7 +62,7 @@ struct PreparedBatch {
 }
 
 fn prepare_batch(
-    store: crate::checkpoint::Outbox<'_>,
+    store: &crate::checkpoint::Outbox,
     from: u64,
     limit: usize,
 ) -> Result<Option<PreparedBatch>, SyncError> {
@@ -197,7 +197,7 @@ impl Syncer {
             wake: Condvar::new(),
             stopped: AtomicBool::new(false),
         };
-        if let Some(bytes) = syncer.checkpoint.outbox().load_policy()? {
+        if let Some(bytes) = syncer.checkpoint.outbox()?.load_policy()? {
             match serde_json::from_slice::<PolicyCache>(&bytes)
                 .map_err(|e| bundle::BundleError::Malformed(e.to_string()))
                 .and_then(|c| bundle::reload(c, &syncer.root))
@@ -256,7 +256,7 @@ impl Syncer {
             let cache_json =
                 serde_json::to_vec(&applied.cache).map_err(|e| SyncError::Reply(e.to_string()))?;
             // Durable before in force: a restart resumes from what the gate already used.
-            self.checkpoint.outbox().save_policy(&cache_json)?;
+            self.checkpoint.outbox()?.save_policy(&cache_json)?;
             self.checkpoint.clock().anchor(applied.bundle.issued_at_ms);
             if !applied.bundle.terminal.authorized {
                 tracing::error!(
@@ -278,7 +278,7 @@ impl Syncer {
     /// platform confirmed. One thread reads and encodes the next batch while the current one
     /// is in flight (at most one batch ahead, so memory stays bounded by two batches).
     pub fn push(&self) -> Result<u64, SyncError> {
-        let store = self.checkpoint.outbox();
+        let store = self.checkpoint.outbox()?;
         // A data-receiving address other than the platform's own must be https (the client
         // trusts only the platform's CA, so it is one the platform operates): records never
         // travel in clear, and a lying receiver cannot be reached at all.
@@ -297,11 +297,12 @@ impl Syncer {
             });
         let batch_len = self.opts.batch.clamp(1, wire::MAX_BATCH);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<PreparedBatch, SyncError>>(1);
+        let reader = store.clone();
         std::thread::scope(|scope| {
             scope.spawn(move || {
-                let mut from = store.synced_through() + 1;
+                let mut from = reader.synced_through() + 1;
                 loop {
-                    let prepared = prepare_batch(store, from, batch_len);
+                    let prepared = prepare_batch(&reader, from, batch_len);
                     let stop = !matches!(prepared, Ok(Some(_)));
                     let item = match prepared {
                         Ok(Some(b)) => {

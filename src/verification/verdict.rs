@@ -52,11 +52,14 @@ pub enum Reason {
     /// The records waiting for the platform reached the terminal's quota: the code is refused
     /// without being verified or recorded, so that nothing already recorded is ever dropped.
     BacklogFull,
+    /// The store cannot take a record (its disk is full, or a write failed and it is being
+    /// reopened): the code is refused without being recorded; the gate stays shut.
+    StoreUnavailable,
 }
 
 impl Reason {
     /// Every reason, for tables, metrics and documentation.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Accepted,
         Reason::Malformed,
         Reason::UnknownKey,
@@ -76,6 +79,7 @@ impl Reason {
         Reason::ReplayGuardRecovering,
         Reason::PolicyStale,
         Reason::BacklogFull,
+        Reason::StoreUnavailable,
     ];
 
     /// The stable machine-readable code, e.g. `expired`.
@@ -100,6 +104,7 @@ impl Reason {
             Reason::ReplayGuardRecovering => "replay_guard_recovering",
             Reason::PolicyStale => "policy_stale",
             Reason::BacklogFull => "backlog_full",
+            Reason::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -129,6 +134,7 @@ impl Reason {
             Reason::ReplayGuardRecovering => "终端恢复中，请稍后重试",
             Reason::PolicyStale => "终端策略已过期，请联系管理员",
             Reason::BacklogFull => "终端存储已满，请联系管理员",
+            Reason::StoreUnavailable => "终端存储故障，请联系管理员",
         }
     }
 

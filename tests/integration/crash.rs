@@ -1,6 +1,10 @@
-//! kill -9 at random moments: a `verify --stdin` process verifying a stream of fresh codes is
-//! killed again and again. Afterwards every code reported accepted has its record, no sequence
-//! number was ever reused, the store always reopened, and no accepted code is accepted again.
+//! kill -9 and power cuts at random moments: a `verify --stdin` process verifying a stream of
+//! fresh codes is killed again and again — on a normal filesystem (the process dies, the
+//! kernel keeps its writes), and on one that forgets everything unsynced at each kill (the
+//! power goes: [`crate::common::powerfs`]). Afterwards every code reported accepted has its
+//! record, no sequence number was ever reused, the store always reopened by itself, and no
+//! accepted code is accepted again. The daemon's API token and the gate's enrollment survive
+//! a power cut right after they are written.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -8,6 +12,9 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use std::path::Path;
+
+use crate::common::powerfs::PowerFs;
 use crate::common::*;
 use rand::{Rng, SeedableRng};
 use yima_gate::checkpoint::OpenState;
@@ -18,6 +25,8 @@ use yima_gate::verification::trust::TrustState;
 
 /// Cycles of spawn → verify → kill -9. Bounded so the test stays well under a minute.
 const CYCLES: usize = 200;
+/// Cycles of spawn → verify → power cut (every write goes through FUSE: fewer, bounded).
+const POWER_CYCLES: usize = 200;
 
 #[derive(Debug)]
 struct Report {
@@ -30,8 +39,101 @@ struct Report {
 fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let state = dir.path().join("state");
+    cut_again_and_again(dir.path(), &state, CYCLES, |_| {});
+}
+
+fn fuse_usable() -> bool {
+    let usable = rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists();
+    if !usable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FUSE (root and /dev/fuse) missing: CI must run the power-cut tests"
+        );
+        eprintln!("SKIP: FUSE needs root and /dev/fuse");
+    }
+    usable
+}
+
+#[test]
+fn power_cuts_lose_no_acknowledged_record_and_reuse_no_sequence_number() {
+    if !fuse_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let fs = PowerFs::new();
+    let mnt = dir.path().join("disk");
+    let mut mounted = Some(fs.mount(&mnt).expect("mount"));
+    let state = mnt.join("state");
+    cut_again_and_again(dir.path(), &state, POWER_CYCLES, |_| {
+        // The process is dead; the machine loses power and boots again.
+        drop(mounted.take());
+        fs.cut();
+        mounted = Some(fs.mount(&mnt).expect("remount"));
+    });
+    let counts = fs.counts();
+    eprintln!("power cuts: {counts:?}");
+    assert_eq!(counts.cuts, POWER_CYCLES as u64);
+    assert!(counts.file_syncs > POWER_CYCLES as u64, "the store synced");
+    assert!(counts.dir_syncs > 0, "directories synced");
+    drop(mounted);
+}
+
+/// `yima-gate run` writes its API token and is cut off right after: the token comes back
+/// after the cut, and the restarted daemon serves a client holding it.
+#[test]
+fn the_api_token_survives_a_power_cut_right_after_it_is_written() {
+    if !fuse_usable() {
+        return;
+    }
+    yima_gate::sync::tls::install_provider();
+    let gate = Gate::new();
+    let fs = PowerFs::new();
+    let mnt = gate.dir.path().join("state");
+    let mut mounted = Some(fs.mount(&mnt).expect("mount"));
+    provision(&mnt);
+    let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
+    let base = format!("http://127.0.0.1:{}", gate.port);
+    let start = || {
+        crate::common::gate()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let mut child = start();
+    assert!(wait_until_up(&format!("{base}/healthz")));
+    let token = std::fs::read_to_string(mnt.join("api.token")).expect("token");
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    drop(mounted.take());
+    fs.cut();
+    mounted = Some(fs.mount(&mnt).expect("remount"));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("api.token")).expect("token after the cut"),
+        token
+    );
+    let mut child = start();
+    assert!(wait_until_up(&format!("{base}/healthz")));
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{base}/api/v1/status"))
+        .bearer_auth(token.trim())
+        .send()
+        .expect("status");
+    assert_eq!(r.status(), 200, "the old token still opens the API");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    drop(mounted);
+}
+
+/// Runs `cycles` of spawn → verify a stream of codes → kill -9 on the store at `state`,
+/// calling `between` after each kill; then checks that nothing acknowledged was lost.
+fn cut_again_and_again(dir: &Path, state: &Path, cycles: usize, mut between: impl FnMut(usize)) {
+    let state = state.to_path_buf();
     let k = key(Alg::EdDSA, "crash");
-    let trust = dir.path().join("trust.json");
+    let trust = dir.join("trust.json");
     write_durable(
         &trust,
         serde_json::to_string(&k.trusted_key().to_entry())
@@ -42,7 +144,7 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
     .expect("write trust");
     provision(&state);
 
-    let codes: Vec<String> = (0..CYCLES * 40)
+    let codes: Vec<String> = (0..cycles * 40)
         .map(|i| code::mint(&k.signing, &k.kid, &dynamic_claims(T0, 10_000 + i as u64)))
         .collect();
     let at = "2027-01-15T08:00:10Z"; // T0 + 10 s
@@ -51,7 +153,7 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
     let mut sent: Vec<usize> = Vec::new();
     let mut reports: Vec<Report> = Vec::new();
 
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles {
         // This cycle's input: fresh codes, with replays of earlier codes mixed in.
         let mut batch: Vec<usize> = Vec::new();
         for _ in 0..40 {
@@ -128,6 +230,7 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
             status.code().is_none() || status.success(),
             "cycle {cycle}: {status:?}"
         );
+        between(cycle);
     }
 
     // The store reopens (recovering by itself if it has to) and holds what was reported.
@@ -189,13 +292,13 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
     }
     let accepted_reports = reports.iter().filter(|r| r.reason == "accepted").count();
     eprintln!(
-        "kill -9: {CYCLES} cycles, {} codes sent, {} answers seen, {} accepted reported, {} records",
+        "kill -9: {cycles} cycles, {} codes sent, {} answers seen, {} accepted reported, {} records",
         sent.len(),
         reports.len(),
         accepted_reports,
         records.len()
     );
-    assert!(accepted_reports > CYCLES, "the loop did real work");
+    assert!(accepted_reports > cycles, "the loop did real work");
     drop(store);
 
     // Every accepted code, presented again, is refused as used.

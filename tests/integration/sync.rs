@@ -535,15 +535,13 @@ fn sigterm_with_a_large_backlog_and_a_hanging_platform_exits_within_the_grace_pe
     const BACKLOG: u64 = 20_000;
     {
         let cp = gate_checkpoint(&state);
-        let mut last = 0;
+        let mut last = None;
         for i in 0..BACKLOG {
-            last = cp
-                .check_staged(&format!("not a code {i}"))
-                .expect("record")
-                .seq()
-                .expect("recorded");
+            let staged = cp.check_staged(&format!("not a code {i}")).expect("record");
+            assert!(staged.seq().is_some(), "recorded");
+            last = Some(staged);
         }
-        cp.wait_durable(last).expect("durable");
+        cp.wait_durable(&last.expect("staged")).expect("durable");
     }
     // Every push commits and then never answers within the gate's timeout.
     p.faults().arm(&[Fault::Hang; 8]);
@@ -816,4 +814,221 @@ fn online_decode_never_spends_a_code_the_gate_refuses() {
     assert_eq!(cp.check(&code).expect("check").reason(), Reason::WrongScene);
     // At its own gate the code is still good: the platform never spent it.
     assert_eq!(p.db().decode(&code).expect("decode"), Reason::Accepted);
+}
+
+/// libfaketime's multi-threaded preload library, if installed (Debian package `faketime`).
+fn libfaketime() -> Option<std::path::PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.flatten()
+        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+}
+
+/// The system clock of a running, enrolled gate is set back by three hours, then forward by
+/// three hours (libfaketime in the daemon's process; monotonic time untouched): every code is
+/// judged by trusted time — the platform's, from its signed bundles, carried on by monotonic
+/// time — so a fresh code is accepted, a code three hours old is 码已过期 and one from three
+/// hours ahead is not yet valid, whatever the wall clock says; the trusted floor never moves
+/// back (nor jumps ahead with the wall clock), and every record carries trusted time.
+#[test]
+fn a_running_gate_judges_codes_by_trusted_time_while_its_clock_jumps() {
+    use std::io::Write;
+    let Some(lib) = libfaketime() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "libfaketime missing: CI must run this test"
+        );
+        eprintln!("SKIP: libfaketime not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let state = dir.path().join("gate");
+    enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
+    crate::common::provision(&state);
+    let port = crate::common::free_port();
+    let cfg = dir.path().join("gate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[terminal]\nid = \"{TERMINAL}\"\nstate_dir = \"{}\"\n[platform]\nurl = \"{}\"\ninterval_s = 1\n\
+             [clock]\ntrust_system_clock = true\n[[source]]\nkind = \"scanner\"\nstdin = true\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+            state.display(),
+            p.sync_url()
+        ),
+    )
+    .expect("config");
+    let offset = dir.path().join("faketime");
+    let set_offset = |spec: &str| {
+        let mut f = std::fs::File::create(&offset).expect("offset");
+        f.write_all(spec.as_bytes()).expect("offset");
+    };
+    set_offset("+0");
+    let mut child = crate::common::gate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("LD_PRELOAD", &lib)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(crate::common::wait_until_up(&format!("{base}/healthz")));
+    let api_token = std::fs::read_to_string(state.join("api.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let http = reqwest::blocking::Client::new();
+    let status = || -> serde_json::Value {
+        http.get(format!("{base}/api/v1/status"))
+            .bearer_auth(&api_token)
+            .send()
+            .expect("status")
+            .json()
+            .expect("json")
+    };
+    let verify = |code: &str| -> String {
+        let v: serde_json::Value = http
+            .post(format!("{base}/api/v1/verify"))
+            .bearer_auth(&api_token)
+            .json(&json!({ "code": code }))
+            .send()
+            .expect("verify")
+            .json()
+            .expect("json");
+        v["reason"].as_str().expect("reason").to_string()
+    };
+    let wait_for = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        for _ in 0..500 {
+            let s = status();
+            if f(&s) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}: {}", status());
+    };
+    let real = yima_gate::clock::wall_clock_ms;
+    const H3: i64 = 3 * 3600 * 1000;
+    let started = real();
+    // The platform's time arrives with the first bundle.
+    wait_for("the first bundle", &|s| {
+        !s["sync"]["last_pull_ok_ms"].is_null()
+    });
+    let a = &p.admin;
+    let fresh = |u: &str| a.mint_dynamic(u, "SVC-BUS", None).expect("mint");
+    let at = |u: &str, ms: i64| a.mint_dynamic(u, "SVC-BUS", Some(ms / 1000)).expect("mint");
+    assert_eq!(verify(&fresh("u-0")), "accepted");
+    let floor_before = status()["clock"]["floor_ms"].as_i64().expect("floor");
+
+    for (spec, shift) in [("-3h", -H3), ("+3h", H3), ("+0", 0)] {
+        set_offset(spec);
+        let s = wait_for("the daemon to see the jump", &|s| {
+            s["clock"]["wall_ms"]
+                .as_i64()
+                .is_some_and(|w| (w - (real() + shift)).abs() < 600_000)
+        });
+        eprintln!("{spec}: clock {}", s["clock"]);
+        let now = s["clock"]["now_ms"].as_i64().expect("now");
+        assert_eq!(s["clock"]["trusted"], true, "{spec}: {s}");
+        assert!(
+            (now - real()).abs() < 60_000,
+            "{spec}: trusted time {now} follows the wall clock"
+        );
+        assert_eq!(verify(&fresh(&format!("u{spec}"))), "accepted", "{spec}");
+        assert_eq!(
+            verify(&at(&format!("old{spec}"), real() - H3)),
+            "expired",
+            "{spec}"
+        );
+        assert_eq!(
+            verify(&at(&format!("ahead{spec}"), real() + H3)),
+            "not_yet_valid",
+            "{spec}"
+        );
+        let floor = status()["clock"]["floor_ms"].as_i64().expect("floor");
+        assert!(floor >= floor_before, "{spec}: the floor moved back");
+        assert!(
+            floor < real() + 60_000,
+            "{spec}: the floor jumped ahead with the wall clock"
+        );
+    }
+    let ended = real();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    // What the platform received and what the gate still holds carry trusted time only.
+    let cp = gate_checkpoint(&state);
+    let mut times: Vec<i64> = cp
+        .records_from(0, 1_000)
+        .expect("records")
+        .iter()
+        .map(|r| r.at_ms)
+        .collect();
+    times.extend(snapshot_platform_times(&p));
+    assert!(times.len() >= 10, "{} records", times.len());
+    for t in times {
+        assert!(
+            (started - 60_000..=ended + 60_000).contains(&t),
+            "a record at {t} outside [{started}, {ended}]"
+        );
+    }
+}
+
+/// `at_ms` of every record the platform holds.
+fn snapshot_platform_times(p: &BackgroundPlatform) -> Vec<i64> {
+    let v = p
+        .admin
+        .get(&format!("/admin/v1/records?terminal={TERMINAL}"))
+        .expect("records");
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["record"]["at_ms"].as_i64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The gate enrolls (its identity and key, written once with a one-time token) and the power
+/// goes right after: on a filesystem that forgets everything unsynced, the enrollment is
+/// still there and the gate syncs with it.
+#[test]
+fn the_enrollment_survives_a_power_cut_right_after_it_is_written() {
+    use crate::common::powerfs::PowerFs;
+    if !(rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FUSE missing: CI must run this test"
+        );
+        eprintln!("SKIP: FUSE needs root and /dev/fuse");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (p, token) = platform(dir.path());
+    let fs = PowerFs::new();
+    let state = dir.path().join("gate");
+    let mounted = fs.mount(&state).expect("mount");
+    let enrolled = enroll(&p.sync_url(), &token, TERMINAL, &state).expect("enroll");
+    drop(mounted);
+    fs.cut();
+    let mounted = fs.mount(&state).expect("remount");
+    let loaded = Enrollment::load(&state)
+        .expect("load")
+        .expect("the enrollment survived the cut");
+    assert_eq!(
+        serde_json::to_value(&loaded).expect("json"),
+        serde_json::to_value(&enrolled).expect("json")
+    );
+    let cp = gate_checkpoint(&state);
+    let syncer = Syncer::new(cp.clone(), loaded, opts()).expect("syncer");
+    assert!(syncer.pull().expect("pull with the surviving identity") >= 1);
+    drop(syncer);
+    drop(cp);
+    drop(mounted);
 }

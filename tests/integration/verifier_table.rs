@@ -372,8 +372,10 @@ fn every_rule_for_every_algorithm() {
     }
     // Rules 1 and 2 are covered by the dedicated tests below.
     covered.extend([Reason::Malformed, Reason::UnknownKey, Reason::BadSignature]);
-    // The backlog quota is the checkpoint's verdict, not the verifier's (tested in `sync`).
+    // The backlog quota and a store out of service are the checkpoint's verdicts, not the
+    // verifier's (tested in `sync` and `faults`).
     covered.insert(Reason::BacklogFull);
+    covered.insert(Reason::StoreUnavailable);
     assert_eq!(
         covered.into_iter().collect::<Vec<_>>(),
         {

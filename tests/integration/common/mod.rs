@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod http;
+pub mod powerfs;
 
 use std::path::{Path, PathBuf};
 
