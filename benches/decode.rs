@@ -6,6 +6,9 @@
 //!   which cascade stage read each frame. `YIMA_DECODE_DIAG=1` prints each missed frame (and
 //!   whether a decoder without a budget reads it) and each frame slower than 15 ms;
 //!   `YIMA_DECODE_DUMP=1` saves the missed frames as `/tmp/gate-miss-N.png`;
+//! - the work rate behind `WORK_PER_MS` (work units per ms of the unbudgeted live cascade), and
+//!   `yima-gate decode --live` on the saved gate frames, alone and on a core shared with a
+//!   busy loop: the same frames are read at half speed;
 //! - the adversarial set (`yima_gate::demo::synth::adversarial_frames`: tiled finder patterns
 //!   at 2–4 px, checkerboards, full-contrast noise) through the live and the file settings,
 //!   each with its real budget: the slowest of 5 runs per frame against that budget, and
@@ -79,6 +82,14 @@ fn gate_set() {
     );
     let mut frames = GateFrames::new(2026);
     let decoder = Decoder::new(DecoderConfig::live());
+    let unlimited = Decoder::new(DecoderConfig {
+        budget: std::time::Duration::MAX,
+        ..DecoderConfig::live()
+    });
+    let (mut units, mut unit_ms) = (0u64, 0f64);
+    let saved = tempfile::tempdir().expect("tmp");
+    let mut files = Vec::new();
+    let mut expected = Vec::new();
     let mut times = Vec::new();
     let mut read = 0;
     let mut by_stage = std::collections::BTreeMap::<&str, usize>::new();
@@ -109,6 +120,16 @@ fn gate_set() {
         let found = decoder.decode(&frame);
         let ms = t.elapsed().as_secs_f64() * 1e3;
         times.push(ms);
+        // Calibration of WORK_PER_MS: the whole live cascade, work counted against time.
+        let work = yima_gate::decode::Work::default();
+        let t = Instant::now();
+        let _ = unlimited.decode_counted(&frame, &|| false, &work);
+        unit_ms += t.elapsed().as_secs_f64() * 1e3;
+        units += work.units();
+        let file = saved.path().join(format!("gate-{i:03}.png"));
+        frame.save(&file).expect("save frame");
+        files.push(file);
+        expected.push(text.clone());
         if diag && ms > 15.0 {
             println!(
                 "slow {i}: {ms:.1} ms, read by {:?}; {}",
@@ -147,6 +168,64 @@ fn gate_set() {
         times[times.len() - 1]
     );
     println!("gate set reads by stage: {by_stage:?}");
+    println!(
+        "work rate: {:.0} units/ms on this machine, live cascade without a budget \
+         (yima_gate::decode::WORK_PER_MS = {})",
+        units as f64 / unit_ms,
+        yima_gate::decode::WORK_PER_MS
+    );
+    live_cli(&files, &expected);
+}
+
+/// `yima-gate decode --live` on the saved gate frames, alone and on a core shared with a busy
+/// loop (about half speed): the frames read must be the same.
+fn live_cli(files: &[std::path::PathBuf], expected: &[String]) {
+    let bin = env!("CARGO_BIN_EXE_yima-gate");
+    let run = |pinned: bool| -> (Vec<bool>, f64) {
+        let mut c = if pinned {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", "0", bin]);
+            c
+        } else {
+            std::process::Command::new(bin)
+        };
+        let t = Instant::now();
+        let out = c
+            .args(["decode", "--live"])
+            .args(files)
+            .output()
+            .expect("decode --live");
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let reads = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .zip(expected)
+            .map(|(l, want)| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["texts"].as_array().cloned())
+                    .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(want)))
+            })
+            .collect();
+        (reads, ms)
+    };
+    let (alone, alone_ms) = run(false);
+    let mut busy = std::process::Command::new("taskset")
+        .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+        .spawn()
+        .expect("busy loop");
+    let (shared, shared_ms) = run(true);
+    let _ = busy.kill();
+    let _ = busy.wait();
+    let same = alone.iter().zip(&shared).filter(|(a, b)| a == b).count();
+    println!(
+        "decode --live: {}/{} read alone ({alone_ms:.0} ms), {}/{} on a core shared with a busy loop \
+         ({shared_ms:.0} ms); the same answer for {same}/{} frames",
+        alone.iter().filter(|r| **r).count(),
+        alone.len(),
+        shared.iter().filter(|r| **r).count(),
+        shared.len(),
+        alone.len()
+    );
 }
 
 fn main() {

@@ -22,6 +22,15 @@
 //!
 //! **Invariant:** decoding never panics and never runs unbounded: frames are bounded in size
 //! before they get here ([`MAX_SIDE`]) and the cascade stops at its budget.
+//!
+//! # The same reads on every machine (live frames)
+//! The live cascade does not stop by the clock: it stops once its engines and filters have
+//! processed the frame's **work allowance** — the budget times [`WORK_PER_MS`], pixels a
+//! reference core processes per millisecond — so a slower board runs exactly the stages a
+//! fast one runs, and reads the same frames (later). The clock is only a backstop, at
+//! [`LIVE_BACKSTOP`] budgets: it bounds hostile frames and a core more than about half as fast
+//! as the reference. Files and API images stop by the clock at their budget (nobody waits on a next
+//! frame there, and a hostile upload must not hold a worker longer).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -42,6 +51,16 @@ use regions::{crop, regions};
 
 /// Largest side of a frame handed to the decoder; larger frames are downscaled first.
 pub const MAX_SIDE: u32 = 4096;
+
+/// Work units (pixels through an engine or a filter, [`Work::units`]) a reference core
+/// processes per millisecond of live budget. Measured with `cargo bench --bench decode` (its
+/// "work rate" line) on the gate set with the live settings, one core of the CI machine kind.
+pub const WORK_PER_MS: u64 = 230_000;
+
+/// The live cascade's clock backstop, in budgets: it bounds what a hostile frame costs on any
+/// machine (the adversarial set costs more time per work unit than a scene with a code), and a
+/// core up to about half as fast as the reference still runs every stage the allowance allows.
+pub const LIVE_BACKSTOP: u32 = 2;
 
 /// Which engine read a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -93,18 +112,33 @@ pub struct Work {
     pub pixels: std::cell::Cell<u64>,
     /// The most finder-like patterns any image of this decode held (capped past the limit).
     pub max_finders: std::cell::Cell<usize>,
+    /// Pixels produced by image filters (half frame, sharpening, thresholds, upscales).
+    pub filtered: std::cell::Cell<u64>,
 }
 
 impl Work {
     fn note_finders(&self, n: usize) {
         self.max_finders.set(self.max_finders.get().max(n));
     }
+
+    /// Counts a filtered image and hands it back.
+    fn filter(&self, img: GrayImage) -> GrayImage {
+        self.filtered
+            .set(self.filtered.get() + u64::from(img.width()) * u64::from(img.height()));
+        img
+    }
+
+    /// All the work so far, in the units of [`WORK_PER_MS`].
+    pub fn units(&self) -> u64 {
+        self.pixels.get() + self.filtered.get()
+    }
 }
 
 /// Decoder settings.
 #[derive(Debug, Clone)]
 pub struct DecoderConfig {
-    /// Stop trying further variants after this long (a stage already running completes).
+    /// Files: no stage starts that the clock says would end past this. Live frames
+    /// (`by_work`): this many ms of [`WORK_PER_MS`] is the work allowance.
     pub budget: Duration,
     /// Look for several codes in one frame (costs more per frame).
     pub multiple: bool,
@@ -114,6 +148,9 @@ pub struct DecoderConfig {
     /// On the full frame, also try rxing's global binarizer and rqrr (each costs about as
     /// much as the first pass; worth it for files, not for a live frame).
     pub thorough: bool,
+    /// Stop by the work allowance (budget × [`WORK_PER_MS`]) rather than the clock, with the
+    /// clock as a backstop at [`LIVE_BACKSTOP`] budgets: the same reads on every machine.
+    pub by_work: bool,
 }
 
 impl Default for DecoderConfig {
@@ -124,6 +161,7 @@ impl Default for DecoderConfig {
             multiple: false,
             half_first: false,
             thorough: true,
+            by_work: false,
         }
     }
 }
@@ -139,7 +177,54 @@ impl DecoderConfig {
             multiple: false,
             half_first: true,
             thorough: false,
+            by_work: true,
         }
+    }
+}
+
+/// When the cascade starts no further stage: once the work allowance is used (live), or once
+/// another stage as long as the longest so far would end past the clock's limit (the budget
+/// for files, [`LIVE_BACKSTOP`] budgets for live frames) — so a stage that starts also ends
+/// within the limit, as far as the stages before it tell.
+struct Pace<'a> {
+    config: &'a DecoderConfig,
+    start: Instant,
+    last: std::cell::Cell<Instant>,
+    longest: std::cell::Cell<Duration>,
+}
+
+impl Pace<'_> {
+    fn new(config: &DecoderConfig) -> Pace<'_> {
+        let start = Instant::now();
+        Pace {
+            config,
+            start,
+            last: std::cell::Cell::new(start),
+            longest: std::cell::Cell::new(Duration::ZERO),
+        }
+    }
+
+    /// Called after each stage: true when no further stage may start.
+    fn spent(&self, work: &Work) -> bool {
+        let now = Instant::now();
+        self.longest
+            .set(self.longest.get().max(now.duration_since(self.last.get())));
+        self.last.set(now);
+        let budget = self.config.budget;
+        let limit = if self.config.by_work {
+            let allowance = u64::try_from(budget.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(WORK_PER_MS);
+            if work.units() >= allowance {
+                return true;
+            }
+            budget.saturating_mul(LIVE_BACKSTOP)
+        } else {
+            budget
+        };
+        now.duration_since(self.start)
+            .saturating_add(self.longest.get())
+            > limit
     }
 }
 
@@ -261,7 +346,7 @@ impl Decoder {
         cancelled: &dyn Fn() -> bool,
         work: &Work,
     ) -> Vec<Decoded> {
-        let start = Instant::now();
+        let pace = Pace::new(&self.config);
         let bounded;
         let img = if img.width().max(img.height()) > MAX_SIDE {
             let f = f64::from(MAX_SIDE) / f64::from(img.width().max(img.height()));
@@ -274,7 +359,7 @@ impl Decoder {
             return Vec::new();
         }
         if self.config.half_first && img.width().min(img.height()) >= 480 {
-            if let Some(found) = self.live_stages(img, start, cancelled, work) {
+            if let Some(found) = self.live_stages(img, &pace, cancelled, work) {
                 return dedup(found);
             }
         }
@@ -285,7 +370,7 @@ impl Decoder {
             "frame",
             work,
         );
-        if found.is_empty() && self.config.thorough {
+        if found.is_empty() && self.config.thorough && !pace.spent(work) {
             found = rqrr_read(img, "frame", work);
         }
         // A clean Grid Matrix symbol (a file, a screenshot, a scan): beside QR codes when
@@ -300,10 +385,10 @@ impl Decoder {
             if self.config.half_first && v.name == "half" {
                 continue;
             }
-            if start.elapsed() >= self.config.budget || cancelled() {
+            if pace.spent(work) || cancelled() {
                 break;
             }
-            let Some(variant) = (v.make)(img) else {
+            let Some(variant) = (v.make)(img).map(|i| work.filter(i)) else {
                 continue;
             };
             if variant.width() < 21 || variant.height() < 21 {
@@ -332,11 +417,11 @@ impl Decoder {
     fn live_stages(
         &self,
         img: &GrayImage,
-        start: Instant,
+        pace: &Pace,
         cancelled: &dyn Fn() -> bool,
         work: &Work,
     ) -> Option<Vec<Decoded>> {
-        let spent = || start.elapsed() >= self.config.budget || cancelled();
+        let spent = || pace.spent(work) || cancelled();
         let multiple = self.config.multiple;
         // Ends the cascade with what a stage found, if it found anything or the budget is spent.
         macro_rules! stop_if_found_or_spent {
@@ -348,7 +433,7 @@ impl Decoder {
             };
         }
 
-        let half = downscale2_box(img);
+        let half = work.filter(downscale2_box(img));
         let mut found = rxing_read(&half, multiple, false, "half_box", work);
         // A Grid Matrix symbol shown square to the camera (a screen, paper on a counter), read
         // on the half frame: a quarter of the cost, and a symbol of ≥ 4 px a module still has
@@ -364,19 +449,27 @@ impl Decoder {
         let mut sharpened = Vec::with_capacity(MAX_REGIONS);
         for r in regions(&half).into_iter().take(MAX_REGIONS) {
             let region = crop(img, r);
-            let sharp = sharpen(&region, SHARPEN_RADIUS, SHARPEN_HALVES);
+            let sharp = work.filter(sharpen(&region, SHARPEN_RADIUS, SHARPEN_HALVES));
             stop_if_found_or_spent!(rxing_read(&sharp, multiple, false, "region_sharp", work));
             busiest.get_or_insert(region);
             sharpened.push(sharp);
         }
         // Glare on a code: the busiest region against its local mean at full resolution.
         if let Some(region) = &busiest {
-            let local = adaptive_threshold(region, REGION_ADAPTIVE_RADIUS, REGION_ADAPTIVE_OFFSET);
+            let local = work.filter(adaptive_threshold(
+                region,
+                REGION_ADAPTIVE_RADIUS,
+                REGION_ADAPTIVE_OFFSET,
+            ));
             stop_if_found_or_spent!(rxing_read(&local, multiple, false, "region_adaptive", work));
         }
         // Glare and uneven light: threshold against the local mean (a few modules wide),
         // which keeps the little contrast a washed-out screen has left.
-        let local = adaptive_threshold(&half, HALF_ADAPTIVE_RADIUS, HALF_ADAPTIVE_OFFSET);
+        let local = work.filter(adaptive_threshold(
+            &half,
+            HALF_ADAPTIVE_RADIUS,
+            HALF_ADAPTIVE_OFFSET,
+        ));
         stop_if_found_or_spent!(rxing_read(&local, multiple, false, "half_adaptive", work));
         // Small, blurred codes: the sharpened region doubled.
         for sharp in sharpened
@@ -384,7 +477,7 @@ impl Decoder {
             .filter(|s| s.width().max(s.height()) <= REGION_DOUBLE_MAX)
         {
             stop_if_found_or_spent!(rxing_read(
-                &double(sharp),
+                &work.filter(double(sharp)),
                 multiple,
                 false,
                 "region_sharp_x2",

@@ -196,7 +196,9 @@ fn apply(h: &[f64; 9], x: f64, y: f64) -> Option<(f64, f64)> {
 
 /// Hostile frames for the decoder (1280×720): sheets tiled with QR finder patterns at 2, 3 and
 /// 4 px a module (each finder pairs with its neighbours into plausible symbols), a dense
-/// checkerboard, and full-contrast noise — with the name of each.
+/// checkerboard, full-contrast noise, and Grid Matrix-like sheets — 6×6-module macromodules
+/// whose frames alternate by layer around the centre, as a symbol's do, with random insides —
+/// at 2 and 3 px a module; with the name of each.
 pub fn adversarial_frames() -> Vec<(&'static str, GrayImage)> {
     let finder_sheet = |m: u32| {
         let mut img = GrayImage::from_pixel(WIDTH, HEIGHT, Luma([255]));
@@ -224,12 +226,51 @@ pub fn adversarial_frames() -> Vec<(&'static str, GrayImage)> {
     let noise = GrayImage::from_fn(WIDTH, HEIGHT, |_, _| {
         Luma([if rng.gen_bool(0.5) { 0 } else { 255 }])
     });
+    let macromodules = |m: u32, seed: u64| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let side = 6 * m;
+        let (cols, rows) = (WIDTH / side, HEIGHT / side);
+        let mut img = GrayImage::from_pixel(WIDTH, HEIGHT, Luma([255]));
+        for j in 0..rows {
+            for i in 0..cols {
+                let layer = (i as i64 - cols as i64 / 2)
+                    .abs()
+                    .max((j as i64 - rows as i64 / 2).abs());
+                let frame_dark = layer % 2 == 0;
+                let inside: Vec<bool> = (0..16).map(|_| rng.gen_bool(0.5)).collect();
+                for my in 0..6 {
+                    for mx in 0..6 {
+                        let on_frame = mx == 0 || my == 0 || mx == 5 || my == 5;
+                        let dark = if on_frame {
+                            frame_dark
+                        } else {
+                            inside[((my - 1) * 4 + (mx - 1)) as usize]
+                        };
+                        if dark {
+                            for dy in 0..m {
+                                for dx in 0..m {
+                                    img.put_pixel(
+                                        i * side + mx * m + dx,
+                                        j * side + my * m + dy,
+                                        Luma([0]),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        img
+    };
     vec![
         ("finders_2px", finder_sheet(2)),
         ("finders_3px", finder_sheet(3)),
         ("finders_4px", finder_sheet(4)),
         ("checkerboard_2px", checker),
         ("noise", noise),
+        ("macromodules_2px", macromodules(2, 0x6D61_6372)),
+        ("macromodules_3px", macromodules(3, 0x6F6D_6F64)),
     ]
 }
 

@@ -339,6 +339,19 @@ fn a_code_minted_as_grid_matrix_decodes_upright_and_turned_and_verifies() {
         assert_eq!(l["codes"][0]["text"], code.as_str(), "{l}");
         assert_eq!(l["codes"][0]["symbology"], "grid_matrix", "{l}");
     }
+    // "Would the gate have read it?": the live cascade, its work counted. (A debug build is
+    // far slower than the reference core: a generous budget keeps the clock's backstop away.)
+    let live = env.run(&[
+        "decode",
+        "--live",
+        "--budget-ms",
+        "1000",
+        turned.to_str().expect("utf8"),
+    ]);
+    assert!(live.status.success());
+    let l: serde_json::Value = serde_json::from_slice(live.stdout.trim_ascii()).expect("json line");
+    assert_eq!(l["codes"][0]["text"], code.as_str(), "{l}");
+    assert!(l["work_units"].as_u64().is_some_and(|u| u > 0), "{l}");
     let (rc, v) = env.verify(
         &trust,
         &["--at", AT, "--image", turned.to_str().expect("utf8")],

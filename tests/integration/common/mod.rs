@@ -223,7 +223,10 @@ impl Gate {
 
     /// A code minted with the gate's key at `iat`: dynamic, or static with serial `static_sn`.
     pub fn code(&self, iat: i64, static_sn: Option<&str>) -> String {
-        let mut c = dynamic_claims(iat, iat as u64 ^ 0x77);
+        // A fresh code identifier every call: two codes minted in one second are two codes.
+        static MINTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MINTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut c = dynamic_claims(iat, (iat as u64 ^ 0x77) ^ (n << 40));
         c.scenes = None;
         if let Some(sn) = static_sn {
             c = yima_gate::verification::code::Claims {
