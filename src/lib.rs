@@ -82,6 +82,12 @@
 //!   presented codes and verdicts through bounded channels that block.
 //! - **Nothing panics on input.** Parsers are total; the QR engines run under `catch_unwind`;
 //!   a stage that panics anyway ends the run with exit 70 instead of a silent exit 0.
+//! - **Decode work is bounded, and counted.** Engines see only images the finder census
+//!   admits; the live cascade stops by its work allowance (the same reads on any core), with
+//!   the clock as a backstop; files stop by the clock, and no stage starts that would overrun.
+//! - **A failing disk fails closed and heals.** Below the free-space reserve, or after a write
+//!   fails, every code is refused `store_unavailable` without a record; the checkpoint reopens
+//!   the store from disk by itself once space is back.
 //! - **The gate build is the gate.** `--no-default-features` leaves out [`platform`], [`demo`]
 //!   and the `mint`/`keygen`/`platform`/`demo` commands; nothing outside them imports them
 //!   (checked by a test).
