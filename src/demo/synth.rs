@@ -1,6 +1,7 @@
-//! Synthetic gate frames: a QR code shown on a phone, seen by a 1280×720 gate camera at an
-//! angle, with blur, sensor noise, ceiling-light glare and screen moiré — generated from a fixed
-//! seed, so tests, benchmarks and the demo see the same frames everywhere.
+//! Synthetic gate frames: a QR or Grid Matrix code shown on a phone, seen by a 1280×720 gate
+//! camera at an angle, with blur, sensor noise, ceiling-light glare and screen moiré —
+//! generated from a fixed seed, so tests, benchmarks and the demo see the same frames
+//! everywhere.
 
 use image::{GrayImage, Luma};
 use rand::{Rng, SeedableRng};
@@ -28,12 +29,25 @@ pub struct FrameParams {
 #[derive(Debug)]
 pub struct GateFrames {
     rng: rand::rngs::StdRng,
+    symbology: crate::decode::Symbology,
 }
 
 impl GateFrames {
+    /// QR frames.
     pub fn new(seed: u64) -> GateFrames {
         GateFrames {
             rng: rand::rngs::StdRng::seed_from_u64(seed),
+            symbology: crate::decode::Symbology::Qr,
+        }
+    }
+
+    /// Grid Matrix frames (GB/T 27766, the encoder's default level): the symbol with its
+    /// 6-module quiet zone spans 255–612 px, 2.5–6 px a module for a YM1 dynamic code (V7),
+    /// less where a turned symbol would not fit the frame.
+    pub fn grid_matrix(seed: u64) -> GateFrames {
+        GateFrames {
+            symbology: crate::decode::Symbology::GridMatrix,
+            ..GateFrames::new(seed)
         }
     }
 
@@ -43,19 +57,34 @@ impl GateFrames {
         let params = FrameParams {
             tilt_deg: r.gen_range(0.0..30.0),
             rotation_deg: r.gen_range(-180.0..180.0),
-            code_px: r.gen_range(170.0..420.0),
+            code_px: match self.symbology {
+                crate::decode::Symbology::Qr => r.gen_range(170.0..420.0),
+                crate::decode::Symbology::GridMatrix => r.gen_range(255.0..612.0),
+            },
             blur_sigma: r.gen_range(0.0..1.6),
             noise_sigma: r.gen_range(0.0..12.0),
             glare: r.gen_range(0.0..0.9),
             moire: r.gen_range(0.0..0.2),
         };
+        let mut params = params;
+        if self.symbology == crate::decode::Symbology::GridMatrix {
+            // A large symbol turned towards 45° must still fit the frame's 720 px height.
+            let rot = params.rotation_deg.to_radians();
+            params.code_px = params
+                .code_px
+                .min(640.0 / (rot.cos().abs() + rot.sin().abs()));
+        }
         let img = self.render(text, &params);
         (img, params)
     }
 
     /// Renders a frame with the given conditions.
     pub fn render(&mut self, text: &str, p: &FrameParams) -> GrayImage {
-        let code = crate::render::render(text, 4).unwrap_or_else(|_| GrayImage::new(29, 29));
+        let code = match self.symbology {
+            crate::decode::Symbology::Qr => crate::render::render(text, 4),
+            crate::decode::Symbology::GridMatrix => crate::render::grid_matrix(text, 4),
+        }
+        .unwrap_or_else(|_| GrayImage::new(29, 29));
         // The phone screen: the code with a margin, slightly grey (backlight), on a dark body.
         let screen = {
             let margin = code.width() / 6;
@@ -297,5 +326,14 @@ mod tests {
         assert!(a == b);
         let c = GateFrames::new(8).frame("YM1:ABC").0;
         assert!(a != c);
+        let g = GateFrames::grid_matrix(7).frame("YM1:ABC");
+        assert!(g.0 == GateFrames::grid_matrix(7).frame("YM1:ABC").0);
+        assert!(g.0 != a, "a Grid Matrix frame differs from the QR one");
+        assert!(
+            g.1.code_px
+                * (g.1.rotation_deg.to_radians().cos().abs()
+                    + g.1.rotation_deg.to_radians().sin().abs())
+                <= 640.0 + 1e-6
+        );
     }
 }
