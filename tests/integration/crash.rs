@@ -42,21 +42,9 @@ fn kill_minus_nine_loses_nothing_and_reuses_nothing() {
     cut_again_and_again(dir.path(), &state, CYCLES, |_| {});
 }
 
-fn fuse_usable() -> bool {
-    let usable = rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists();
-    if !usable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "FUSE (root and /dev/fuse) missing: CI must run the power-cut tests"
-        );
-        eprintln!("SKIP: FUSE needs root and /dev/fuse");
-    }
-    usable
-}
-
 #[test]
 fn power_cuts_lose_no_acknowledged_record_and_reuse_no_sequence_number() {
-    if !fuse_usable() {
+    if !crate::common::powerfs::usable() {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
@@ -82,7 +70,7 @@ fn power_cuts_lose_no_acknowledged_record_and_reuse_no_sequence_number() {
 /// after the cut, and the restarted daemon serves a client holding it.
 #[test]
 fn the_api_token_survives_a_power_cut_right_after_it_is_written() {
-    if !fuse_usable() {
+    if !crate::common::powerfs::usable() {
         return;
     }
     yima_gate::sync::tls::install_provider();
@@ -92,34 +80,25 @@ fn the_api_token_survives_a_power_cut_right_after_it_is_written() {
     let mut mounted = Some(fs.mount(&mnt).expect("mount"));
     provision(&mnt);
     let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
-    let base = format!("http://127.0.0.1:{}", gate.port);
-    let start = || {
-        crate::common::gate()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn")
-    };
+    let start = || run_daemon(crate::common::gate(), &cfg);
     let mut child = start();
-    assert!(wait_until_up(&format!("{base}/healthz")));
-    let token = std::fs::read_to_string(mnt.join("api.token")).expect("token");
+    let (base, token) = gate.api_up(&mnt);
     child.kill().expect("kill -9");
     child.wait().expect("wait");
     drop(mounted.take());
     fs.cut();
     mounted = Some(fs.mount(&mnt).expect("remount"));
     assert_eq!(
-        std::fs::read_to_string(mnt.join("api.token")).expect("token after the cut"),
+        std::fs::read_to_string(mnt.join("api.token"))
+            .expect("token after the cut")
+            .trim(),
         token
     );
     let mut child = start();
-    assert!(wait_until_up(&format!("{base}/healthz")));
+    let _ = gate.api_up(&mnt);
     let r = reqwest::blocking::Client::new()
         .get(format!("{base}/api/v1/status"))
-        .bearer_auth(token.trim())
+        .bearer_auth(&token)
         .send()
         .expect("status");
     assert_eq!(r.status(), 200, "the old token still opens the API");

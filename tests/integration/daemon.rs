@@ -438,20 +438,8 @@ fn a_running_pipeline_purges_replay_tags_whose_window_ended() {
 /// Starts `yima-gate run` on a scanner-on-stdin gate; returns the child and the API base.
 fn start_gate(gate: &Gate) -> (std::process::Child, String, String) {
     let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
-    let child = crate::common::gate_umask_022()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let base = format!("http://127.0.0.1:{}", gate.port);
-    assert!(crate::common::wait_until_up(&format!("{base}/healthz")));
-    let token = std::fs::read_to_string(gate.dir.path().join("state/api.token"))
-        .expect("token")
-        .trim()
-        .to_string();
+    let child = crate::common::run_daemon(crate::common::gate_umask_022(), &cfg);
+    let (base, token) = gate.api_up(&gate.dir.path().join("state"));
     (child, base, token)
 }
 

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{now_s, Gate};
@@ -115,20 +115,8 @@ fn a_full_disk_fails_closed_loses_nothing_and_recovers_by_itself() {
     let disk = SmallDisk::mount(&state, 24);
     crate::common::provision(&state);
     let cfg = gate.config("[[source]]\nkind = \"scanner\"\nstdin = true\n");
-    let mut child = crate::common::gate()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let base = format!("http://127.0.0.1:{}", gate.port);
-    assert!(crate::common::wait_until_up(&format!("{base}/healthz")));
-    let token = std::fs::read_to_string(state.join("api.token"))
-        .expect("token")
-        .trim()
-        .to_string();
+    let mut child = crate::common::run_daemon(crate::common::gate(), &cfg);
+    let (base, token) = gate.api_up(&state);
 
     let mut acknowledged = Vec::new();
     let mut iat_seed = 0i64;

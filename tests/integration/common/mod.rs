@@ -277,7 +277,33 @@ listen = "127.0.0.1:{port}"
     }
 }
 
+/// `yima-gate run --config cfg` started by `cmd` ([`gate`] or [`gate_umask_022`]): stdin piped
+/// (for a scanner-on-stdin source), output discarded.
+pub fn run_daemon(mut cmd: std::process::Command, cfg: &Path) -> std::process::Child {
+    cmd.args(["run", "--config"])
+        .arg(cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn yima-gate run")
+}
+
 impl Gate {
+    /// The daemon's API base once `/healthz` answers, and the token it generated in `state`.
+    pub fn api_up(&self, state: &Path) -> (String, String) {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        assert!(
+            wait_until_up(&format!("{base}/healthz")),
+            "API did not come up"
+        );
+        let token = std::fs::read_to_string(state.join("api.token"))
+            .expect("generated token")
+            .trim()
+            .to_string();
+        (base, token)
+    }
+
     /// Every record the gate's store holds (the daemon must have stopped).
     pub fn records(&self) -> Vec<yima_gate::verification::record::Record> {
         open_checkpoint(&self.dir.path().join("state"), TrustState::default(), T0)

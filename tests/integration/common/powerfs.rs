@@ -19,6 +19,20 @@ use fuser::{
     WriteFlags,
 };
 
+/// True when FUSE can be mounted here (root and `/dev/fuse`); otherwise says SKIP, and fails
+/// in CI, which must run the power-cut tests.
+pub fn usable() -> bool {
+    let usable = rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists();
+    if !usable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FUSE (root and /dev/fuse) missing: CI must run the power-cut tests"
+        );
+        eprintln!("SKIP: FUSE needs root and /dev/fuse");
+    }
+    usable
+}
+
 const PAGE: usize = 4096;
 /// The kernel asks again every time: nothing it caches can outlive a cut.
 const TTL: Duration = Duration::ZERO;
