@@ -26,7 +26,8 @@
 //! - [`decode`] — frame → code texts: the cascade (one screen), engines (rxing and rqrr for
 //!   QR, [`gridmatrix`] for Grid Matrix), filters, regions.
 //! - [`gridmatrix`] — GB/T 27766 Grid Matrix, our own: Reed–Solomon over GF(2⁷), block
-//!   tables, placement, data modes, encoder, decoder, clean-image reader.
+//!   tables, placement, data modes, encoder, decoder, clean-image reader, and the
+//!   camera-frame detector (junction saddles → lattice → local fit → per-macromodule sampling).
 //! - [`presentation`] — one presentation per code in view, whatever the frame count.
 //! - [`store`] — sled: records, replay tags, sequence numbers; group commit with fsync; the
 //!   recovery ladder; the outbox. Seen by nothing but the checkpoint.

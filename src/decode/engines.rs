@@ -177,3 +177,39 @@ pub(super) fn gridmatrix_read(img: &GrayImage, stage: &'static str, work: &Work)
         })
         .collect()
 }
+
+/// This crate's Grid Matrix detector for camera frames ([`crate::gridmatrix::detect`]), on the
+/// frame, looking in `windows` (the whole frame if none).
+pub(super) fn gridmatrix_camera(
+    img: &GrayImage,
+    windows: &[crate::gridmatrix::detect::Window],
+    stage: &'static str,
+    work: &Work,
+) -> Vec<Decoded> {
+    let mut effort = crate::gridmatrix::detect::Effort::default();
+    let found = crate::gridmatrix::detect::read_frame(img, windows, &mut effort);
+    work.calls.set(work.calls.get() + 1);
+    work.pixels
+        .set(work.pixels.get() + gridmatrix_units(&effort));
+    found
+        .into_iter()
+        .map(|d| Decoded {
+            text: d.text,
+            engine: Engine::GridMatrix,
+            symbology: Engine::GridMatrix.symbology(),
+            stage,
+        })
+        .collect()
+}
+
+/// The detector's effort in work units ([`super::WORK_PER_MS`]): each kind of step weighted by
+/// its cost on the reference core against a pixel through rxing (measured with
+/// `cargo bench --bench gridmatrix`, "detector cost" line).
+fn gridmatrix_units(e: &crate::gridmatrix::detect::Effort) -> u64 {
+    e.smoothed_pixels / GM_SMOOTH_PER_UNIT
+        + e.response_pixels * GM_UNITS_PER_RESPONSE
+        + e.modules * GM_UNITS_PER_MODULE
+}
+const GM_SMOOTH_PER_UNIT: u64 = 2;
+const GM_UNITS_PER_RESPONSE: u64 = 2;
+const GM_UNITS_PER_MODULE: u64 = 2;

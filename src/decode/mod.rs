@@ -4,14 +4,17 @@
 //! Stage order (cheapest and most successful first; each stage runs only if the earlier ones
 //! found nothing):
 //! 1. live frames only (`half_first`, `Decoder::live_stages`): rxing on the 2×2-averaged
-//!    half frame; the **regions of interest** — 8-connected runs of the busiest edge blocks of
+//!    half frame; Grid Matrix in the busiest region ([`crate::gridmatrix::detect`]: the
+//!    lattice of macromodule junctions at full resolution), then the clean-image reader on
+//!    the half frame (a symbol held square); the **regions of interest** — 8-connected runs of the busiest edge blocks of
 //!    the half frame, where a code is — each read at full resolution, sharpened; the busiest
 //!    region against its local mean (glare on the code); an adaptive threshold of the half
 //!    frame (glare, uneven light); the small regions sharpened and doubled (blurred codes:
 //!    3 px modules are lost at half size, not in a full-size crop); rqrr on the adaptive
 //!    half frame;
 //! 2. rxing (zxing-cpp/ZXing port; hybrid then global binarizer) on the frame;
-//! 3. rqrr on the frame (panic-isolated: rqrr 0.11 asserts on some real images);
+//! 3. rqrr on the frame (panic-isolated: rqrr 0.11 asserts on some real images); Grid
+//!    Matrix: the clean-image reader, then the camera-frame detector in the busy regions;
 //! 4. `VARIANTS`: inverted, downscaled, upscaled + adaptive threshold, Otsu, smoothed
 //!    upscale, contrast-stretched — each through rxing, the binarized ones through rqrr too.
 //!
@@ -43,11 +46,11 @@ mod engines;
 mod filters;
 mod regions;
 
-use engines::{gridmatrix_read, rqrr_read, rxing_read};
+use engines::{gridmatrix_camera, gridmatrix_read, rqrr_read, rxing_read};
 use filters::{
     adaptive_threshold, double, downscale2_box, otsu_threshold, scale, sharpen, stretch_contrast,
 };
-use regions::{crop, regions};
+use regions::{crop, regions, Region};
 
 /// Largest side of a frame handed to the decoder; larger frames are downscaled first.
 pub const MAX_SIDE: u32 = 4096;
@@ -374,9 +377,24 @@ impl Decoder {
             found = rqrr_read(img, "frame", work);
         }
         // A clean Grid Matrix symbol (a file, a screenshot, a scan): beside QR codes when
-        // several are looked for.
+        // several are looked for; then one photographed, in the busy regions.
         if found.is_empty() || self.config.multiple {
             found.extend(gridmatrix_read(img, "gridmatrix_clean", work));
+        }
+        if (found.is_empty() || self.config.multiple)
+            && !found.iter().any(|d| d.engine == Engine::GridMatrix)
+            && !pace.spent(work)
+        {
+            let half = work.filter(downscale2_box(img));
+            let busy: Vec<Region> = regions(&half).into_iter().take(MAX_REGIONS).collect();
+            if !busy.is_empty() {
+                found.extend(gridmatrix_camera(
+                    img,
+                    &windows(&busy),
+                    "gridmatrix_frame",
+                    work,
+                ));
+            }
         }
         if !found.is_empty() {
             return dedup(found);
@@ -435,9 +453,20 @@ impl Decoder {
 
         let half = work.filter(downscale2_box(img));
         let mut found = rxing_read(&half, multiple, false, "half_box", work);
+        let busy: Vec<Region> = regions(&half).into_iter().take(MAX_REGIONS).collect();
+        // Grid Matrix, in the regions where the texture is: its lattice of junctions found at
+        // full resolution (any angle, perspective, blur), sampled macromodule by macromodule.
+        if (found.is_empty() || multiple) && !busy.is_empty() {
+            found.extend(gridmatrix_camera(
+                img,
+                &windows(&busy[..1]),
+                "gridmatrix_frame",
+                work,
+            ));
+        }
         // A Grid Matrix symbol shown square to the camera (a screen, paper on a counter), read
-        // on the half frame: a quarter of the cost, and a symbol of ≥ 4 px a module still has
-        // ≥ 2 there.
+        // on the half frame: a clean, upright symbol's data saddles are as strong as its
+        // junctions, which the detector's seeds may then miss.
         if found.is_empty() || multiple {
             found.extend(gridmatrix_read(&half, "gridmatrix_half", work));
         }
@@ -447,7 +476,7 @@ impl Decoder {
         // the image height), which small codes need.
         let mut busiest = None;
         let mut sharpened = Vec::with_capacity(MAX_REGIONS);
-        for r in regions(&half).into_iter().take(MAX_REGIONS) {
+        for &r in &busy {
             let region = crop(img, r);
             let sharp = work.filter(sharpen(&region, SHARPEN_RADIUS, SHARPEN_HALVES));
             stop_if_found_or_spent!(rxing_read(&sharp, multiple, false, "region_sharp", work));
@@ -487,6 +516,11 @@ impl Decoder {
         stop_if_found_or_spent!(rqrr_read(&local, "half_adaptive_rqrr", work));
         None
     }
+}
+
+/// Regions as the Grid Matrix detector's windows.
+fn windows(regions: &[Region]) -> Vec<crate::gridmatrix::detect::Window> {
+    regions.iter().map(|r| (r.x, r.y, r.w, r.h)).collect()
 }
 
 fn dedup(mut found: Vec<Decoded>) -> Vec<Decoded> {

@@ -61,7 +61,11 @@ impl GateFrames {
                 crate::decode::Symbology::Qr => r.gen_range(170.0..420.0),
                 crate::decode::Symbology::GridMatrix => r.gen_range(255.0..612.0),
             },
-            blur_sigma: r.gen_range(0.0..1.6),
+            // Grid Matrix: σ ≤ 1.2 px, the camera the Grid Matrix target is set for (issue 14).
+            blur_sigma: match self.symbology {
+                crate::decode::Symbology::Qr => r.gen_range(0.0..1.6),
+                crate::decode::Symbology::GridMatrix => r.gen_range(0.0..1.2),
+            },
             noise_sigma: r.gen_range(0.0..12.0),
             glare: r.gen_range(0.0..0.9),
             moire: r.gen_range(0.0..0.2),

@@ -21,6 +21,7 @@
 //! **Invariant:** decoding is total: wrong sizes, inconsistent layer ids, uncorrectable blocks
 //! and hostile mode streams are a [`DecodeError`], never a panic or an unbounded loop.
 
+pub mod detect;
 pub mod layout;
 pub mod modes;
 pub mod read;
