@@ -167,15 +167,7 @@ pub(super) fn gridmatrix_read(img: &GrayImage, stage: &'static str, work: &Work)
     work.calls.set(work.calls.get() + 1);
     work.pixels
         .set(work.pixels.get() + u64::from(img.width()) * u64::from(img.height()));
-    crate::gridmatrix::read::read_clean(img)
-        .into_iter()
-        .map(|d| Decoded {
-            text: d.text,
-            engine: Engine::GridMatrix,
-            symbology: Engine::GridMatrix.symbology(),
-            stage,
-        })
-        .collect()
+    gridmatrix_found(crate::gridmatrix::read::read_clean(img), stage)
 }
 
 /// This crate's Grid Matrix detector for camera frames ([`crate::gridmatrix::detect`]), on the
@@ -191,6 +183,11 @@ pub(super) fn gridmatrix_camera(
     work.calls.set(work.calls.get() + 1);
     work.pixels
         .set(work.pixels.get() + gridmatrix_units(&effort));
+    gridmatrix_found(found, stage)
+}
+
+/// Symbols read by either Grid Matrix reader, as the cascade reports them.
+fn gridmatrix_found(found: Vec<crate::gridmatrix::Decoded>, stage: &'static str) -> Vec<Decoded> {
     found
         .into_iter()
         .map(|d| Decoded {
