@@ -148,10 +148,13 @@ fn gate_set() {
             });
             let t = Instant::now();
             let later = patient.decode(&frame).iter().any(|d| d.text == text);
+            let patient_ms = t.elapsed().as_secs_f64() * 1e3;
+            // And the live cascade run to its end (budget- or order-limited vs beyond it)?
+            let live_later = unlimited.decode(&frame).iter().any(|d| d.text == text);
             println!(
-                "miss {i}: patient decoder {} in {:.0} ms; {}",
+                "miss {i}: patient decoder {} in {patient_ms:.0} ms, unbudgeted live cascade {}; {}",
                 if later { "reads it" } else { "misses too" },
-                t.elapsed().as_secs_f64() * 1e3,
+                if live_later { "reads it" } else { "misses too" },
                 serde_json::to_string(&params).unwrap_or_default()
             );
             if std::env::var_os("YIMA_DECODE_DUMP").is_some() {

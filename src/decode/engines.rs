@@ -200,13 +200,25 @@ fn gridmatrix_found(found: Vec<crate::gridmatrix::Decoded>, stage: &'static str)
 }
 
 /// The detector's effort in work units ([`super::WORK_PER_MS`]): each kind of step weighted by
-/// its cost on the reference core against a pixel through rxing (measured with
-/// `cargo bench --bench gridmatrix`, "detector cost" line).
+/// its cost on the reference core against a pixel through rxing (measured by timing the
+/// detector alone on the gate set's and the adversarial set's frames; the smoothing and the
+/// response are counted about twice their cost, so a frame with no symbol stops early).
 fn gridmatrix_units(e: &crate::gridmatrix::detect::Effort) -> u64 {
     e.smoothed_pixels / GM_SMOOTH_PER_UNIT
         + e.response_pixels * GM_UNITS_PER_RESPONSE
+        + e.seeds * GM_UNITS_PER_SEED
+        + e.nodes * GM_UNITS_PER_NODE
         + e.modules * GM_UNITS_PER_MODULE
 }
+/// A seed tried (neighbour search, cross test): 4 µs each on the woven-fabric frame
+/// (`fabric_weave`: 48 seeds, no lattice).
+const GM_UNITS_PER_SEED: u64 = 1_000;
+/// A lattice node grown (neighbour search in the saddle index, line fit): 0.7 µs each on the
+/// adversarial tiled floor (`tiles_18px_turned`: 6,153 nodes grown by 12 seeds, 4.3 ms).
+const GM_UNITS_PER_NODE: u64 = 150;
 const GM_SMOOTH_PER_UNIT: u64 = 2;
 const GM_UNITS_PER_RESPONSE: u64 = 2;
-const GM_UNITS_PER_MODULE: u64 = 2;
+/// A module sampled and decoded (bilinear sample, unsharp mask, threshold, then the codec's
+/// eight orientations and Reed–Solomon per hypothesis): about 60 ns each on the macromodule
+/// sheets of the adversarial set.
+const GM_UNITS_PER_MODULE: u64 = 12;

@@ -231,7 +231,8 @@ fn apply(h: &[f64; 9], x: f64, y: f64) -> Option<(f64, f64)> {
 /// 4 px a module (each finder pairs with its neighbours into plausible symbols), a dense
 /// checkerboard, full-contrast noise, and Grid Matrix-like sheets — 6×6-module macromodules
 /// whose frames alternate by layer around the centre, as a symbol's do, with random insides —
-/// at 2 and 3 px a module; with the name of each.
+/// at 2 and 3 px a module; a tiled floor and a woven fabric (perfect lattices of saddles);
+/// with the name of each.
 pub fn adversarial_frames() -> Vec<(&'static str, GrayImage)> {
     let finder_sheet = |m: u32| {
         let mut img = GrayImage::from_pixel(WIDTH, HEIGHT, Luma([255]));
@@ -296,6 +297,32 @@ pub fn adversarial_frames() -> Vec<(&'static str, GrayImage)> {
         }
         img
     };
+    // A tiled floor or wall seen by the gate's camera: a checkerboard of 18 px tiles (a
+    // macromodule at 3 px a module) turned 25° — every tile corner is the saddle the Grid
+    // Matrix detector seeds from, and the lattice is perfect.
+    let tiles = {
+        let (c, s) = (25f64.to_radians().cos(), 25f64.to_radians().sin());
+        GrayImage::from_fn(WIDTH, HEIGHT, |x, y| {
+            let (x, y) = (f64::from(x), f64::from(y));
+            let (u, v) = (x * c + y * s, -x * s + y * c);
+            let dark = ((u / 18.0).floor() as i64 + (v / 18.0).floor() as i64) % 2 == 0;
+            Luma([if dark { 40 } else { 215 }])
+        })
+    };
+    // Woven fabric: a smooth sin·sin weave of 24 px (saddles between every warp and weft
+    // crossing) turned 10°, with sensor noise.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xFAB1C);
+    let fabric = {
+        let (c, s) = (10f64.to_radians().cos(), 10f64.to_radians().sin());
+        let k = std::f64::consts::PI / 24.0;
+        GrayImage::from_fn(WIDTH, HEIGHT, |x, y| {
+            let (x, y) = (f64::from(x), f64::from(y));
+            let (u, v) = (x * c + y * s, -x * s + y * c);
+            let weave = (u * k).sin() * (v * k).sin();
+            let noise: f64 = rng.gen_range(-12.0..12.0);
+            Luma([(128.0 + 100.0 * weave + noise).clamp(0.0, 255.0) as u8])
+        })
+    };
     vec![
         ("finders_2px", finder_sheet(2)),
         ("finders_3px", finder_sheet(3)),
@@ -304,6 +331,8 @@ pub fn adversarial_frames() -> Vec<(&'static str, GrayImage)> {
         ("noise", noise),
         ("macromodules_2px", macromodules(2, 0x6D61_6372)),
         ("macromodules_3px", macromodules(3, 0x6F6D_6F64)),
+        ("tiles_18px_turned", tiles),
+        ("fabric_weave", fabric),
     ]
 }
 

@@ -29,8 +29,9 @@
 //!    glare), the few placements and versions it allows are tried ([`MAX_HYPOTHESES`]).
 //!
 //! Cost: a box pass and a quarter of the window's pixels through the ring, at most
-//! [`MAX_SEEDS`] seeds with [`SEED_NEIGHBOURS`]² pairs each, lattices of at most (2·27+1)²
-//! nodes, and [`MAX_HYPOTHESES`] samplings of at most 162² modules. [`Effort`] counts it for
+//! [`MAX_SEED_TRIES`] seeds with [`SEED_NEIGHBOURS`]² pairs each, of which at most
+//! [`MAX_SEEDS`] grow lattices of at most (2·27+1)² nodes, each with [`MAX_HYPOTHESES`]
+//! samplings of at most 162² modules. [`Effort`] counts it for
 //! the caller's work allowance.
 
 use std::collections::HashMap;
@@ -50,8 +51,12 @@ const MIN_RESPONSE: i32 = 48;
 const MIN_RESPONSE_SHARE: f32 = 0.08;
 /// Saddles kept per coarse image, strongest first (a version-13 symbol has 26² = 676).
 const MAX_SADDLES: usize = 5000;
-/// Saddles tried as seeds per window, strongest first.
+/// Lattices grown per window, from the strongest saddles that have a basis.
 pub const MAX_SEEDS: usize = 12;
+/// Saddles tried as seeds per window, strongest first: the strongest are often the symbol's
+/// outer junctions against the quiet zone, which have no cross of neighbours (measured on the
+/// Grid Matrix gate set: all twelve seeds of a large near-upright symbol there).
+pub const MAX_SEED_TRIES: usize = 48;
 /// Lattice indices stay within ±this of the seed (a version-13 symbol spans 26).
 const MAX_INDEX: i32 = 27;
 /// Fewest lattice nodes taken for a symbol (a version-2 symbol has 4 × 4).
@@ -79,6 +84,8 @@ pub struct Effort {
     pub smoothed_pixels: u64,
     /// Pixels the saddle response was computed at.
     pub response_pixels: u64,
+    /// Saddles tried as seeds (a neighbour search and the cross test each).
+    pub seeds: u64,
     /// Lattice nodes grown, over all seeds.
     pub nodes: u64,
     /// Modules sampled, over all hypotheses.
@@ -109,18 +116,20 @@ pub fn read_frame(full: &GrayImage, windows: &[Window], effort: &mut Effort) -> 
         }
         let index = Index::new(&saddles, 16.0);
         let mut used = vec![false; saddles.len()];
-        let mut tries = 0;
+        let (mut grown, mut tries) = (0, 0);
         for seed in 0..saddles.len() {
-            if tries >= MAX_SEEDS {
+            if grown >= MAX_SEEDS || tries >= MAX_SEED_TRIES {
                 break;
             }
             if used[seed] {
                 continue;
             }
             tries += 1;
+            effort.seeds += 1;
             let Some((u, v)) = seed_basis(&index, seed) else {
                 continue;
             };
+            grown += 1;
             let lattice = grow(&index, seed, u, v, &mut used, effort);
             if lattice.nodes.len() < MIN_NODES {
                 continue;
@@ -884,6 +893,7 @@ mod tests {
             // samplings of the largest symbol per seed.
             assert!(effort.response_pixels <= 640 * 480 / 4, "{effort:?}");
             assert!(effort.modules <= (MAX_SEEDS * MAX_HYPOTHESES * 162 * 162) as u64);
+            assert!(effort.seeds <= MAX_SEED_TRIES as u64, "{effort:?}");
         }
     }
 

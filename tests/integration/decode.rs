@@ -100,8 +100,9 @@ mod gate_set {
 #[test]
 fn grid_matrix_gate_frames_decode_at_least_the_floor_with_the_live_cascade() {
     const FRAMES: usize = 40;
-    /// Measured 38/40 (misses: glare over large modules); raise it when the detector improves.
-    const FLOOR: usize = 37;
+    /// Measured 40/40 (38/40 before seeds without a basis stopped counting against the
+    /// lattices grown); raise it when the detector improves.
+    const FLOOR: usize = 39;
     let decoder = Decoder::new(DecoderConfig {
         budget: Duration::MAX,
         ..DecoderConfig::live()
