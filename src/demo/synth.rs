@@ -192,27 +192,10 @@ fn homography(from: &[(f64, f64)], to: &[(f64, f64)]) -> Option<[f64; 9]> {
         a[2 * i] = [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, u];
         a[2 * i + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, v];
     }
-    // Gaussian elimination with partial pivoting on the 8×8 system (last column = rhs).
-    for col in 0..8 {
-        let pivot = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() < 1e-12 {
-            return None;
-        }
-        a.swap(col, pivot);
-        let pivot_row = a[col];
-        for (row, r) in a.iter_mut().enumerate() {
-            if row != col {
-                let f = r[col] / pivot_row[col];
-                for (x, p) in r.iter_mut().zip(pivot_row.iter()).skip(col) {
-                    *x -= f * p;
-                }
-            }
-        }
-    }
+    // The detector's 8×8 solver (Gaussian elimination, partial pivoting; last column = rhs).
+    let h8 = crate::gridmatrix::detect::solve8(a)?;
     let mut h = [0f64; 9];
-    for (i, (hi, row)) in h.iter_mut().zip(a.iter()).enumerate() {
-        *hi = row[8] / row[i];
-    }
+    h[..8].copy_from_slice(&h8);
     h[8] = 1.0;
     Some(h)
 }

@@ -620,8 +620,9 @@ impl Homography {
     }
 }
 
-/// Solves the 8×8 system whose augmented rows are `a` (Gaussian elimination, partial pivot).
-fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
+/// Solves the 8×8 system whose augmented rows are `a` (Gaussian elimination, partial pivot);
+/// None if singular. The gate-frame generator (`demo::synth`) maps its corners with it too.
+pub(crate) fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
     for col in 0..8 {
         let pivot = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-12 {
