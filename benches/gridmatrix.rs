@@ -237,8 +237,8 @@ fn gate_set(template: &str) {
     println!(
         "Grid Matrix gate set (seed 2027): {read}/{n} read by the live cascade; all frames p50 {:.2} ms, p99 {:.2} ms; \
          by rotation off a quarter turn: <5° {}/{}, 5–20° {}/{}, 20–45° {}/{}",
-        times[n / 2],
-        times[n * 99 / 100],
+        at(&times, 0.5),
+        at(&times, 0.99),
         by_angle[0].0,
         by_angle[0].1,
         by_angle[1].0,
