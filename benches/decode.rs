@@ -1,11 +1,12 @@
 //! Decode figures, one thread (run as `taskset -c 0 cargo bench --bench decode`):
 //! - real photos (`tests/data/qr-photos`, zxing-cpp's samples): decoded count, median and p90 decode time
 //!   per image (each image's time is the median of 5 runs of the decode call);
-//! - the synthetic gate set (`yima_gate::demo::synth`, seed 2026, 200 frames of YM1 codes at
+//! - the synthetic gate set (`yima_gate::demo::synth`, seed 2026 or `YIMA_DECODE_SEED`, 200 frames of YM1 codes at
 //!   1280×720): decode rate, p50/p99 frame-to-text latency with the live-frame settings, and
 //!   which cascade stage read each frame. `YIMA_DECODE_DIAG=1` prints each missed frame (and
 //!   whether a decoder without a budget reads it) and each frame slower than 15 ms;
-//!   `YIMA_DECODE_DUMP=1` saves the missed frames as `/tmp/gate-miss-N.png`;
+//!   `YIMA_DECODE_DUMP=1` saves the missed frames as `/tmp/gate-miss-N.png`,
+//!   `YIMA_DECODE_KEEP=dir` all frames and their texts (to compare two builds on one set);
 //! - the work rate behind `WORK_PER_MS` (work units per ms of the unbudgeted live cascade), and
 //!   `yima-gate decode --live` on the saved gate frames, alone and on a core shared with a
 //!   busy loop: the same frames are read at half speed;
@@ -80,7 +81,12 @@ fn gate_set() {
         0,
         i64::MAX / 2,
     );
-    let mut frames = GateFrames::new(2026);
+    // `YIMA_DECODE_SEED=n` draws another gate set (the figures in the README are seed 2026).
+    let seed = std::env::var("YIMA_DECODE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2026);
+    let mut frames = GateFrames::new(seed);
     let decoder = Decoder::new(DecoderConfig::live());
     let unlimited = Decoder::new(DecoderConfig {
         budget: std::time::Duration::MAX,
@@ -179,6 +185,15 @@ fn gate_set() {
         yima_gate::decode::WORK_PER_MS
     );
     live_cli(&files, &expected);
+    if let Some(keep) = std::env::var_os("YIMA_DECODE_KEEP") {
+        // The frames and their texts, to compare two builds' `decode --live` on the same set.
+        let keep = Path::new(&keep);
+        std::fs::create_dir_all(keep).expect("keep dir");
+        for f in &files {
+            std::fs::copy(f, keep.join(f.file_name().expect("name"))).expect("keep frame");
+        }
+        std::fs::write(keep.join("texts.txt"), expected.join("\n")).expect("keep texts");
+    }
 }
 
 /// `yima-gate decode --live` on the saved gate frames, alone and on a core shared with a busy
@@ -238,12 +253,17 @@ fn main() {
         println!("decode bench: run with `cargo bench --bench decode`");
         return;
     }
-    // `YIMA_DECODE_ONLY=adversarial` runs that part alone.
-    if std::env::var("YIMA_DECODE_ONLY").as_deref() != Ok("adversarial") {
+    // `YIMA_DECODE_ONLY=adversarial` (or `gate`) runs that part alone.
+    let only = std::env::var("YIMA_DECODE_ONLY").ok();
+    if only.is_none() {
         photos();
+    }
+    if only.as_deref() != Some("adversarial") {
         gate_set();
     }
-    adversarial();
+    if only.as_deref() != Some("gate") {
+        adversarial();
+    }
 }
 
 fn adversarial() {

@@ -44,9 +44,10 @@ use image::GrayImage;
 pub mod census;
 mod engines;
 mod filters;
+mod gray_qr;
 mod regions;
 
-use engines::{gridmatrix_camera, gridmatrix_read, rqrr_read, rxing_read};
+use engines::{gridmatrix_camera, gridmatrix_read, rqrr_read, rxing_grey_read, rxing_read};
 use filters::{
     adaptive_threshold, double, downscale2_box, otsu_threshold, scale, sharpen, stretch_contrast,
 };
@@ -479,7 +480,11 @@ impl Decoder {
         for &r in &busy {
             let region = crop(img, r);
             let sharp = work.filter(sharpen(&region, SHARPEN_RADIUS, SHARPEN_HALVES));
-            stop_if_found_or_spent!(rxing_read(&sharp, multiple, false, "region_sharp", work));
+            stop_if_found_or_spent!(if multiple {
+                rxing_read(&sharp, multiple, false, "region_sharp", work)
+            } else {
+                rxing_grey_read(&sharp, "region_sharp", "region_sharp_grey", work)
+            });
             busiest.get_or_insert(region);
             sharpened.push(sharp);
         }

@@ -530,14 +530,14 @@ fn grow(
 }
 
 /// A point and where it maps to.
-type PointPair = ((f64, f64), (f64, f64));
+pub(crate) type PointPair = ((f64, f64), (f64, f64));
 
 /// A projective map of the plane: x' = (h0 x + h1 y + h2) / (h6 x + h7 y + 1), likewise y'.
 #[derive(Debug, Clone, Copy)]
-struct Homography([f64; 8]);
+pub(crate) struct Homography([f64; 8]);
 
 impl Homography {
-    fn apply(&self, x: f64, y: f64) -> (f64, f64) {
+    pub(crate) fn apply(&self, x: f64, y: f64) -> (f64, f64) {
         let h = &self.0;
         let w = h[6] * x + h[7] * y + 1.0;
         (
@@ -549,7 +549,7 @@ impl Homography {
     /// The least-squares fit through point pairs (from → to), the points normalised first
     /// (Hartley). Written here rather than taken from a linear-algebra crate: one 8×8 solve
     /// per symbol is all it needs, and nalgebra would add its compile time to both CI builds.
-    fn fit(pairs: &[PointPair]) -> Option<Homography> {
+    pub(crate) fn fit(pairs: &[PointPair]) -> Option<Homography> {
         if pairs.len() < 4 {
             return None;
         }
@@ -647,7 +647,7 @@ pub(crate) fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
 }
 
 /// Bilinear sample of `img` at (x, y) (pixel centres at integers), 0–255.
-fn sample(img: &GrayImage, x: f32, y: f32) -> f32 {
+pub(crate) fn sample(img: &GrayImage, x: f32, y: f32) -> f32 {
     let (w, h) = (img.width() as i32, img.height() as i32);
     let (x0, y0) = (x.floor() as i32, y.floor() as i32);
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
