@@ -24,7 +24,8 @@
 //! - [`capture`] — sources, one file each (camera, MJPEG, files, scanners), the newest-frame
 //!   slot, pixel conversion, image loading within limits.
 //! - [`decode`] — frame → code texts: the cascade (one screen), engines (rxing and rqrr for
-//!   QR, [`gridmatrix`] for Grid Matrix), filters, regions.
+//!   QR, [`gridmatrix`] for Grid Matrix), a grey-level QR sampler for small blurred modules,
+//!   filters, regions.
 //! - [`gridmatrix`] — GB/T 27766 Grid Matrix, our own: Reed–Solomon over GF(2⁷), block
 //!   tables, placement, data modes, encoder, decoder, clean-image reader, and the
 //!   camera-frame detector (junction saddles → lattice → local fit → per-macromodule sampling).

@@ -11,15 +11,17 @@
 //!    region against its local mean (glare on the code); an adaptive threshold of the half
 //!    frame (glare, uneven light); the small regions sharpened and doubled (blurred codes:
 //!    3 px modules are lost at half size, not in a full-size crop); rqrr on the adaptive
-//!    half frame;
+//!    half frame. On the sharpened regions, single and doubled, finder patterns rxing found
+//!    but could not decode go to the grey-level sampler ([`gray_qr`]);
 //! 2. rxing (zxing-cpp/ZXing port; hybrid then global binarizer) on the frame;
 //! 3. rqrr on the frame (panic-isolated: rqrr 0.11 asserts on some real images); Grid
 //!    Matrix: the clean-image reader, then the camera-frame detector in the busy regions;
 //! 4. `VARIANTS`: inverted, downscaled, upscaled + adaptive threshold, Otsu, smoothed
 //!    upscale, contrast-stretched — each through rxing, the binarized ones through rqrr too.
 //!
-//! The cascade is this file; the engines (rxing, rqrr: [`engines`]), the image filters
-//! ([`filters`]) and the region finder ([`regions`]) are beside it.
+//! The cascade is this file; the engines (rxing, rqrr: [`engines`]), the grey-level QR
+//! sampler ([`gray_qr`]), the image filters ([`filters`]) and the region finder ([`regions`])
+//! are beside it.
 //!
 //! **Must not know:** where frames come from or what a code text means.
 //!
@@ -247,8 +249,10 @@ const HALF_ADAPTIVE_OFFSET: i64 = 3;
 const MAX_REGIONS: usize = 2;
 
 /// A region with a side longer than this (px) is not doubled: its code's modules are big
-/// enough, and doubling it would cost more than a full-frame pass.
-const REGION_DOUBLE_MAX: u32 = 400;
+/// enough, and doubling it would cost more than a full-frame pass. 480: with the grey
+/// sampler on the doubled regions, 2 more frames of 600 (gate sets of seeds 2026, 2030, 2031,
+/// counted by work) than at 400, and none more at 560.
+const REGION_DOUBLE_MAX: u32 = 480;
 /// Window radius (px) and offset of a region's adaptive threshold.
 const REGION_ADAPTIVE_RADIUS: u32 = 12;
 const REGION_ADAPTIVE_OFFSET: i64 = 3;
@@ -510,13 +514,12 @@ impl Decoder {
             .iter()
             .filter(|s| s.width().max(s.height()) <= REGION_DOUBLE_MAX)
         {
-            stop_if_found_or_spent!(rxing_read(
-                &work.filter(double(sharp)),
-                multiple,
-                false,
-                "region_sharp_x2",
-                work
-            ));
+            let doubled = work.filter(double(sharp));
+            stop_if_found_or_spent!(if multiple {
+                rxing_read(&doubled, multiple, false, "region_sharp_x2", work)
+            } else {
+                rxing_grey_read(&doubled, "region_sharp_x2", "region_sharp_x2_grey", work)
+            });
         }
         stop_if_found_or_spent!(rqrr_read(&local, "half_adaptive_rqrr", work));
         None
