@@ -59,17 +59,20 @@ pub(super) fn rxing_read(
     rxing_pass(img, multiple, thorough, None, stage, work)
 }
 
-/// A quick rxing pass (one code), then — if rxing found finder patterns but read nothing —
+/// A quick rxing pass, then — if rxing found finder patterns but read nothing —
 /// this crate's grey-level sampler on the same binarized image ([`super::gray_qr`]),
 /// reported as `grey_stage`. For crops of a code at full resolution: small modules under blur
-/// and noise, where rxing's one-pixel binary sampling fails.
+/// and noise, where rxing's one-pixel binary sampling fails. Looking for several codes, it is
+/// the plain multi-code pass (the sampler reads one symbol).
 pub(super) fn rxing_grey_read(
     img: &GrayImage,
+    multiple: bool,
     stage: &'static str,
     grey_stage: &'static str,
     work: &Work,
 ) -> Vec<Decoded> {
-    rxing_pass(img, false, false, Some(grey_stage), stage, work)
+    let grey = (!multiple).then_some(grey_stage);
+    rxing_pass(img, multiple, false, grey, stage, work)
 }
 
 fn rxing_pass(

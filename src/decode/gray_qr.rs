@@ -23,7 +23,7 @@ use rxing::qrcode::cpp_port::detector::{
 };
 use rxing::{point, Point};
 
-use crate::gridmatrix::detect::{sample, Homography, PointPair};
+use crate::gridmatrix::detect::{neighbour_mean, sample, Homography, PointPair};
 
 /// Finder-pattern triples tried per image, most plausible first (rxing ranks them).
 const MAX_SETS: usize = 3;
@@ -50,8 +50,6 @@ pub(super) struct Effort {
     pub sets: u64,
     /// Modules sampled (five grey samples each), over every grid tried.
     pub modules: u64,
-    /// Sampled grids handed to rxing's bit-stream decoder (Reed–Solomon per block).
-    pub decodes: u64,
 }
 
 /// The text of the first symbol, among the finder-pattern triples `sets` that rxing found on
@@ -167,22 +165,27 @@ fn timing_score(
     effort: &mut Effort,
 ) -> Option<f32> {
     let (_, h) = finder_grid(fp, dim)?;
-    let (w, ht) = (f64::from(gray.width()), f64::from(gray.height()));
     let mut score = 0f32;
     let mut count = 0f32;
     for k in 8..dim - 8 {
         for (x, y) in [(f64::from(k) + 0.5, 6.5), (6.5, f64::from(k) + 0.5)] {
-            let (px, py) = h.apply(x, y);
-            if px < 0.0 || py < 0.0 || px > w - 1.0 || py > ht - 1.0 {
-                return None;
-            }
-            let v = sample(gray, px as f32, py as f32);
+            let v = grey_at(gray, &h, x, y, 0.0)?;
             score += if k % 2 == 0 { -v } else { v };
             count += 1.0;
         }
     }
     effort.modules += count as u64 / 5;
     Some(score / count.max(1.0))
+}
+
+/// The grey level at module point (x, y) of grid `h`; none where it falls outside the image
+/// by more than `margin` px beyond the outermost pixel centres.
+fn grey_at(gray: &GrayImage, h: &Homography, x: f64, y: f64, margin: f64) -> Option<f32> {
+    let (px, py) = h.apply(x, y);
+    let (w, ht) = (f64::from(gray.width()), f64::from(gray.height()));
+    let inside =
+        (-margin..=w - 1.0 + margin).contains(&px) && (-margin..=ht - 1.0 + margin).contains(&py);
+    inside.then(|| sample(gray, px as f32, py as f32))
 }
 
 /// Fits a `dim`-module grid to the finder patterns and the alignment patterns it predicts,
@@ -196,7 +199,8 @@ fn read_grid(
     effort: &mut Effort,
 ) -> Option<String> {
     let (mut pairs, mut h) = finder_grid(fp, dim)?;
-    let guess = pairs.pop()?;
+    // The parallelogram's fourth corner fixed the first grid; found patterns replace it.
+    pairs.truncate(3);
     let version = Version::getVersionForNumber((dim - 17) / 4).ok()?;
     let centres = version.getAlignmentPatternCenters();
     let last = centres.len().saturating_sub(1);
@@ -230,10 +234,6 @@ fn read_grid(
             h = fit;
         }
     }
-    if pairs.len() == 3 && dim > 21 {
-        // No alignment pattern found: the parallelogram is all there is.
-        h = Homography::fit(&[pairs[0], pairs[1], pairs[2], guess])?;
-    }
     let n = dim as usize;
     let mut grey = vec![0f32; n * n];
     for y in 0..n {
@@ -241,15 +241,7 @@ fn read_grid(
             let (cx, cy) = (x as f64 + 0.5, y as f64 + 0.5);
             let mut sum = 0.0;
             for (dx, dy) in TAPS {
-                let (px, py) = h.apply(cx + dx, cy + dy);
-                if px < -0.5
-                    || py < -0.5
-                    || px > f64::from(gray.width()) - 0.5
-                    || py > f64::from(gray.height()) - 0.5
-                {
-                    return None;
-                }
-                sum += sample(gray, px as f32, py as f32);
+                sum += grey_at(gray, &h, cx + dx, cy + dy, 0.5)?;
             }
             grey[y * n + x] = sum / TAPS.len() as f32;
         }
@@ -258,7 +250,6 @@ fn read_grid(
     let z = centred(&grey, n);
     for beta in EQUALIZE {
         let matrix = equalized(&z, n, beta)?;
-        effort.decodes += 1;
         if let Ok(r) = Decode(&matrix) {
             return Some(r.text());
         }
@@ -281,18 +272,13 @@ fn locate_alignment_grey(
     m: (f64, f64),
     effort: &mut Effort,
 ) -> Option<(f64, f64)> {
-    let (w, ht) = (f64::from(gray.width()), f64::from(gray.height()));
     // The template's score at centre (cx, cy), in modules; none if it leaves the image.
     let mut score_at = |cx: f64, cy: f64| -> Option<f32> {
         effort.modules += 25;
         let (mut dark, mut light) = (0f32, 0f32);
         for dy in -2i32..=2 {
             for dx in -2i32..=2 {
-                let (px, py) = h.apply(cx + f64::from(dx), cy + f64::from(dy));
-                if px < 0.0 || py < 0.0 || px > w - 1.0 || py > ht - 1.0 {
-                    return None;
-                }
-                let v = sample(gray, px as f32, py as f32);
+                let v = grey_at(gray, h, cx + f64::from(dx), cy + f64::from(dy), 0.0)?;
                 if dx.abs().max(dy.abs()) == 1 {
                     light += v;
                 } else {
@@ -383,20 +369,7 @@ fn equalized(z: &[f32], n: usize, beta: f32) -> Option<BitMatrix> {
     let mut matrix = BitMatrix::new(n as u32, n as u32).ok()?;
     for y in 0..n {
         for x in 0..n {
-            let mut around = 0f32;
-            let mut count = 0f32;
-            for (nx, ny) in [
-                (x.wrapping_sub(1), y),
-                (x + 1, y),
-                (x, y.wrapping_sub(1)),
-                (x, y + 1),
-            ] {
-                if nx < n && ny < n {
-                    around += z[ny * n + nx];
-                    count += 1.0;
-                }
-            }
-            if z[y * n + x] - beta * around / count < 0.0 {
+            if z[y * n + x] - beta * neighbour_mean(z, n, x, y) < 0.0 {
                 matrix.set(x as u32, y as u32);
             }
         }
@@ -438,7 +411,7 @@ mod tests {
         );
         assert!(rxing_read(&sharp, false, false, "region_sharp", &Work::default()).is_empty());
         let work = Work::default();
-        let found = rxing_grey_read(&sharp, "region_sharp", "region_sharp_grey", &work);
+        let found = rxing_grey_read(&sharp, false, "region_sharp", "region_sharp_grey", &work);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].text, text);
         assert_eq!(found[0].stage, "region_sharp_grey");

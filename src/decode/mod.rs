@@ -484,11 +484,13 @@ impl Decoder {
         for &r in &busy {
             let region = crop(img, r);
             let sharp = work.filter(sharpen(&region, SHARPEN_RADIUS, SHARPEN_HALVES));
-            stop_if_found_or_spent!(if multiple {
-                rxing_read(&sharp, multiple, false, "region_sharp", work)
-            } else {
-                rxing_grey_read(&sharp, "region_sharp", "region_sharp_grey", work)
-            });
+            stop_if_found_or_spent!(rxing_grey_read(
+                &sharp,
+                multiple,
+                "region_sharp",
+                "region_sharp_grey",
+                work
+            ));
             busiest.get_or_insert(region);
             sharpened.push(sharp);
         }
@@ -514,12 +516,13 @@ impl Decoder {
             .iter()
             .filter(|s| s.width().max(s.height()) <= REGION_DOUBLE_MAX)
         {
-            let doubled = work.filter(double(sharp));
-            stop_if_found_or_spent!(if multiple {
-                rxing_read(&doubled, multiple, false, "region_sharp_x2", work)
-            } else {
-                rxing_grey_read(&doubled, "region_sharp_x2", "region_sharp_x2_grey", work)
-            });
+            stop_if_found_or_spent!(rxing_grey_read(
+                &work.filter(double(sharp)),
+                multiple,
+                "region_sharp_x2",
+                "region_sharp_x2_grey",
+                work
+            ));
         }
         stop_if_found_or_spent!(rqrr_read(&local, "half_adaptive_rqrr", work));
         None

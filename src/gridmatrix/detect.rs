@@ -646,6 +646,25 @@ pub(crate) fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
     Some(h)
 }
 
+/// The mean of the (up to) four edge neighbours of cell (x, y) of a `side`-wide grid of
+/// module values (the module-space unsharp masks of both camera-frame samplers, Grid Matrix
+/// and QR's grey-level one, take it back out).
+pub(crate) fn neighbour_mean(values: &[f32], side: usize, x: usize, y: usize) -> f32 {
+    let (mut around, mut k) = (0f32, 0f32);
+    for (nx, ny) in [
+        (x.wrapping_sub(1), y),
+        (x + 1, y),
+        (x, y.wrapping_sub(1)),
+        (x, y + 1),
+    ] {
+        if nx < side && ny < side {
+            around += values[ny * side + nx];
+            k += 1.0;
+        }
+    }
+    around / k
+}
+
 /// Bilinear sample of `img` at (x, y) (pixel centres at integers), 0–255.
 pub(crate) fn sample(img: &GrayImage, x: f32, y: f32) -> f32 {
     let (w, h) = (img.width() as i32, img.height() as i32);
@@ -765,17 +784,8 @@ fn read_lattice(full: &GrayImage, lattice: &Lattice, effort: &mut Effort) -> Opt
         // mean back out (a small unsharp mask in module space) before thresholding.
         let sharp: Vec<f32> = (0..side * side)
             .map(|i| {
-                let (x, y) = (i % side, i / side);
-                let mut around = 0.0;
-                let mut k = 0.0;
-                for (dx, dy) in [(-1i32, 0i32), (1, 0), (0, -1), (0, 1)] {
-                    let (nx, ny) = (x as i32 + dx, y as i32 + dy);
-                    if nx >= 0 && ny >= 0 && (nx as usize) < side && (ny as usize) < side {
-                        around += values[ny as usize * side + nx as usize];
-                        k += 1.0;
-                    }
-                }
-                values[i] + MODULE_SHARPEN * (values[i] - around / k)
+                let around = neighbour_mean(&values, side, i % side, i / side);
+                values[i] + MODULE_SHARPEN * (values[i] - around)
             })
             .collect();
         let grid = threshold(&sharp, side, mm);
