@@ -25,7 +25,7 @@
 //!   slot, pixel conversion, image loading within limits.
 //! - [`decode`] — frame → code texts: the cascade (one screen), engines (rxing and rqrr for
 //!   QR, [`gridmatrix`] for Grid Matrix), a grey-level QR sampler for small blurred modules,
-//!   filters, regions.
+//!   QR Model 1's block order (rxing splits it the Model 2 way), filters, regions.
 //! - [`gridmatrix`] — GB/T 27766 Grid Matrix, our own: Reed–Solomon over GF(2⁷), block
 //!   tables, placement, data modes, encoder, decoder, clean-image reader, and the
 //!   camera-frame detector (junction saddles → lattice → local fit → per-macromodule sampling).

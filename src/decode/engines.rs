@@ -75,6 +75,36 @@ pub(super) fn rxing_grey_read(
     rxing_pass(img, multiple, false, grey, stage, work)
 }
 
+/// rxing's QR reader (`QrReader`, one symbol) on `bits` (the binarized `img`), written out so
+/// that the finder patterns it found and could not decode are at hand for the grey sampler
+/// (run if `grey`), and so that a Model 1 symbol rxing's decoder misreads is decoded by
+/// [`super::model1`]. The text, and whether the grey sampler read it.
+fn read_one(img: &GrayImage, bits: &BitMatrix, grey: bool, work: &Work) -> Option<(String, bool)> {
+    let mut patterns = FindFinderPatterns(bits, false, 0);
+    let sets = GenerateFinderPatternSets(&mut patterns);
+    for set in &sets {
+        let Ok(sampled) = SampleQR(bits, set) else {
+            continue;
+        };
+        match Decode(sampled.getBits()) {
+            Ok(text) if text.isValid() => return Some((text.text(), false)),
+            _ => {
+                if let Some(text) = super::model1::decode(sampled.getBits()) {
+                    return Some((text, false));
+                }
+            }
+        }
+    }
+    if !grey {
+        return None;
+    }
+    let mut effort = super::gray_qr::Effort::default();
+    let found = super::gray_qr::read(img, bits, &sets, &mut effort);
+    work.pixels
+        .set(work.pixels.get() + effort.modules * GREY_UNITS_PER_MODULE);
+    found.map(|text| (text, true))
+}
+
 fn rxing_pass(
     img: &GrayImage,
     multiple: bool,
@@ -102,29 +132,20 @@ fn rxing_pass(
         } else if !thorough {
             // rxing's QR reader (`QrReader`, one symbol), written out so that the finder
             // patterns it found and could not decode are at hand for the grey sampler.
-            let bits = bitmap.get_black_matrix();
-            let mut patterns = FindFinderPatterns(bits, false, 0);
-            let sets = GenerateFinderPatternSets(&mut patterns);
-            for set in &sets {
-                if let Ok(text) = SampleQR(bits, set).and_then(|d| Decode(d.getBits())) {
-                    if text.isValid() {
-                        return vec![text.text()];
-                    }
-                }
-            }
-            let Some(grey_stage) = grey else {
+            let Some((text, by_grey)) =
+                read_one(img, bitmap.get_black_matrix(), grey.is_some(), work)
+            else {
                 return Vec::new();
             };
-            let mut effort = super::gray_qr::Effort::default();
-            let found = super::gray_qr::read(img, bits, &sets, &mut effort);
-            work.pixels
-                .set(work.pixels.get() + effort.modules * GREY_UNITS_PER_MODULE);
-            if found.is_some() {
-                stage = grey_stage;
+            if by_grey {
+                stage = grey.unwrap_or(stage);
             }
-            return found.into_iter().collect();
+            return vec![text];
         } else if let Ok(r) = MultiFormatReader::default().decode_with_hints(&mut bitmap, &hints) {
             return vec![r.getText().to_string()];
+        } else if let Some((text, _)) = read_one(img, bitmap.get_black_matrix(), false, work) {
+            // The written-out reader: it reads the Model 1 symbols rxing's decoder misreads.
+            return vec![text];
         }
         if !thorough {
             return Vec::new();

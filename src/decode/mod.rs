@@ -20,8 +20,8 @@
 //!    upscale, contrast-stretched — each through rxing, the binarized ones through rqrr too.
 //!
 //! The cascade is this file; the engines (rxing, rqrr: [`engines`]), the grey-level QR
-//! sampler ([`gray_qr`]), the image filters ([`filters`]) and the region finder ([`regions`])
-//! are beside it.
+//! sampler ([`gray_qr`]), the Model 1 block split rxing lacks ([`model1`]), the image filters
+//! ([`filters`]) and the region finder ([`regions`]) are beside it.
 //!
 //! **Must not know:** where frames come from or what a code text means.
 //!
@@ -47,6 +47,7 @@ pub mod census;
 mod engines;
 mod filters;
 mod gray_qr;
+mod model1;
 mod regions;
 
 use engines::{gridmatrix_camera, gridmatrix_read, rqrr_read, rxing_grey_read, rxing_read};

@@ -1,6 +1,6 @@
 //! Decoding regression on real photos (`tests/data/qr-photos`, 137 images): the count
-//! must not fall below what was measured (131/137: the union of every peer, ahead of zxing-cpp's
-//! 125), and the live cascade on the synthetic gate set must not read fewer frames. Times are
+//! must not fall below what was measured (132/137: the union of every peer tried — zxing-cpp 3.1.1
+//! reads 125 — and the two-block Model 1 symbol rxing misreads), and the live cascade on the synthetic gate set must not read fewer frames. Times are
 //! reported by `benches/decode.rs`, not asserted here.
 
 use std::time::Duration;
@@ -10,7 +10,7 @@ use crate::common::dataset;
 use yima_gate::decode::{Decoder, DecoderConfig};
 
 /// Measured with this decoder; raise it when the decoder improves, never lower it.
-const FLOOR: usize = 131;
+const FLOOR: usize = 132;
 
 #[test]
 fn real_photos_decode_at_least_the_floor() {
