@@ -130,8 +130,6 @@ fn rxing_pass(
                 return rs.iter().map(|r| r.getText().to_string()).collect();
             }
         } else if !thorough {
-            // rxing's QR reader (`QrReader`, one symbol), written out so that the finder
-            // patterns it found and could not decode are at hand for the grey sampler.
             let Some((text, by_grey)) =
                 read_one(img, bitmap.get_black_matrix(), grey.is_some(), work)
             else {
@@ -144,7 +142,9 @@ fn rxing_pass(
         } else if let Ok(r) = MultiFormatReader::default().decode_with_hints(&mut bitmap, &hints) {
             return vec![r.getText().to_string()];
         } else if let Some((text, _)) = read_one(img, bitmap.get_black_matrix(), false, work) {
-            // The written-out reader: it reads the Model 1 symbols rxing's decoder misreads.
+            // The written-out reader: it reads the Model 1 symbols rxing's decoder misreads. Its
+            // finder search repeats the one `MultiFormatReader` made (rxing keeps it inside),
+            // and only files and uploads that held no code so far pay for it.
             return vec![text];
         }
         if !thorough {

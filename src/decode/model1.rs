@@ -13,6 +13,7 @@ use rxing::common::BitMatrix;
 use rxing::qrcode::common::{FormatInformation, Version};
 use rxing::qrcode::cpp_port::decoder::{CorrectErrors, DecodeBitStream};
 use rxing::qrcode::cpp_port::Type;
+use rxing::qrcode::decoder::DataMask;
 
 /// The text of `bits` (a sampled symbol, one bit a module) if it is a Model 1 symbol of more
 /// than one block that decodes; none otherwise (rxing reads every other symbol itself).
@@ -82,31 +83,19 @@ fn read_format(bits: &BitMatrix) -> FormatInformation {
     FormatInformation::DecodeQR(first, second)
 }
 
-/// Data-mask bit of mask `m` at column `x`, row `y` (ISO/IEC 18004 Table 10).
-fn mask(m: u8, x: u32, y: u32) -> bool {
-    match m {
-        0 => (y + x) % 2 == 0,
-        1 => y % 2 == 0,
-        2 => x % 3 == 0,
-        3 => (y + x) % 3 == 0,
-        4 => ((y / 2) + (x / 3)) % 2 == 0,
-        5 => (y * x) % 6 == 0,
-        6 => (y * x) % 6 < 3,
-        _ => (y + x + (y * x) % 3) % 2 == 0,
-    }
-}
-
 /// The codewords in Model 1's placement: 8-module codewords 2 wide by 4 tall down the right
 /// side and the left side, 4 wide by 2 tall across the middle, skipping the extension
 /// patterns, the finders and the timing pattern.
 fn read_codewords(bits: &BitMatrix, format: &FormatInformation, d: u32) -> Option<Vec<u8>> {
+    let mask = DataMask::try_from(format.data_mask).ok()?;
     let bit = |x: u32, y: u32| {
         let dark = if format.isMirrored {
             bits.get(y, x)
         } else {
             bits.get(x, y)
         };
-        dark != mask(format.data_mask, x, y)
+        // rxing's mask takes (row, column).
+        dark != mask.isMasked(y, x)
     };
     // One codeword whose first module is (x, y), `w` modules wide.
     let codeword = |x: u32, y: u32, w: u32| -> Option<u8> {
@@ -164,6 +153,19 @@ mod tests {
     use super::*;
     use rxing::qrcode::common::ErrorCorrectionLevel;
 
+    /// The `n × n` modules of an image at 1 px a module, inside a `quiet`-module margin.
+    fn modules(img: &image::GrayImage, quiet: u32, n: u32) -> BitMatrix {
+        let mut bits = BitMatrix::new(n, n).expect("matrix");
+        for y in 0..n {
+            for x in 0..n {
+                if img.get_pixel(x + quiet, y + quiet).0[0] < 128 {
+                    bits.set(x, y);
+                }
+            }
+        }
+        bits
+    }
+
     /// zxing-cpp's sample of this bug (its `test/samples/qrcode-2/#940.png`, kept in
     /// `tests/data/qr-photos`): a version 5-H Model 1 symbol (two blocks), 1 px a module with
     /// a 2-module quiet zone.
@@ -172,16 +174,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/data/qr-photos/qrcode-2/#940.png"
         );
-        let img = image::open(path).expect("sample").to_luma8();
-        let mut bits = BitMatrix::new(37, 37).expect("matrix");
-        for y in 0..37 {
-            for x in 0..37 {
-                if img.get_pixel(x + 2, y + 2).0[0] < 128 {
-                    bits.set(x, y);
-                }
-            }
-        }
-        bits
+        modules(&image::open(path).expect("sample").to_luma8(), 2, 37)
     }
 
     const TEXT: &str = "N023X-3431800-V034PG03X-3436010-A1125032918310706";
@@ -217,16 +210,7 @@ mod tests {
         assert_eq!(decode(&mirrored).as_deref(), Some(TEXT));
         // A Model 2 symbol is not this module's to read; garbage is nothing.
         let model2 = crate::render::render("YM1:ABC", 1).expect("render");
-        let quiet = 4;
-        let n = model2.width() - 2 * quiet;
-        let mut m2 = BitMatrix::new(n, n).expect("matrix");
-        for y in 0..n {
-            for x in 0..n {
-                if model2.get_pixel(x + quiet, y + quiet).0[0] < 128 {
-                    m2.set(x, y);
-                }
-            }
-        }
+        let m2 = modules(&model2, 4, model2.width() - 8);
         assert!(rxing::qrcode::cpp_port::decoder::Decode(&m2).is_ok());
         assert_eq!(decode(&m2), None);
         assert_eq!(decode(&BitMatrix::new(37, 37).expect("matrix")), None);

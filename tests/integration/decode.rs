@@ -1,7 +1,8 @@
 //! Decoding regression on real photos (`tests/data/qr-photos`, 137 images): the count
-//! must not fall below what was measured (132/137: the union of every peer tried — zxing-cpp 3.1.1
-//! reads 125 — and the two-block Model 1 symbol rxing misreads), and the live cascade on the synthetic gate set must not read fewer frames. Times are
-//! reported by `benches/decode.rs`, not asserted here.
+//! must not fall below what was measured (132/137: the union of every peer tried — zxing-cpp
+//! 3.1.1 reads 125 — and the two-block Model 1 symbol rxing misreads), and the live cascade on
+//! the synthetic gate set must not read fewer frames. Times are reported by
+//! `benches/decode.rs`, not asserted here.
 
 use std::time::Duration;
 
