@@ -5,7 +5,6 @@ use std::collections::HashSet;
 
 use image::GrayImage;
 use rxing::common::{GlobalHistogramBinarizer, HybridBinarizer};
-use rxing::multi::{GenericMultipleBarcodeReader, MultipleBarcodeReader};
 use rxing::qrcode::cpp_port::decoder::Decode;
 use rxing::qrcode::cpp_port::detector::{FindFinderPatterns, GenerateFinderPatternSets, SampleQR};
 use rxing::{
@@ -14,6 +13,7 @@ use rxing::{
 
 use super::census::{finder_patterns, MAX_FINDERS};
 use super::{Decoded, Engine, Work};
+use rxing::common::cpp_essentials::ConcentricPattern;
 use rxing::common::{BitMatrix, DetectorRXingResult};
 
 fn hints() -> DecodeHints {
@@ -63,7 +63,7 @@ pub(super) fn rxing_read(
 /// this crate's grey-level sampler on the same binarized image ([`super::gray_qr`]),
 /// reported as `grey_stage`. For crops of a code at full resolution: small modules under blur
 /// and noise, where rxing's one-pixel binary sampling fails. Looking for several codes, it is
-/// the plain multi-code pass (the sampler reads one symbol).
+/// the plain pass (the sampler reads one symbol).
 pub(super) fn rxing_grey_read(
     img: &GrayImage,
     multiple: bool,
@@ -105,6 +105,37 @@ fn read_one(img: &GrayImage, bits: &BitMatrix, grey: bool, work: &Work) -> Optio
     found.map(|text| (text, true))
 }
 
+/// Every symbol [`read_one`]'s reader finds in `bits`: each finder-pattern set sampled and
+/// decoded, skipping the sets that share a finder pattern with a symbol already read (as
+/// zxing-cpp's multi-symbol QR reader does). Written out rather than rxing's
+/// `GenericMultipleBarcodeReader`, which drops every result whose bounding box meets a later
+/// one's — an outer code around an inner one loses one of the two — and whose recursion over
+/// crops reads a lone code more than once.
+fn read_all(bits: &BitMatrix) -> Vec<String> {
+    let mut patterns = FindFinderPatterns(bits, false, 0);
+    let sets = GenerateFinderPatternSets(&mut patterns);
+    let mut used: Vec<ConcentricPattern> = Vec::new();
+    let mut texts = Vec::new();
+    for set in &sets {
+        let corners = [set.bl, set.tl, set.tr];
+        if corners.iter().any(|p| used.contains(p)) {
+            continue;
+        }
+        let Ok(sampled) = SampleQR(bits, set) else {
+            continue;
+        };
+        let text = match Decode(sampled.getBits()) {
+            Ok(text) if text.isValid() => Some(text.text()),
+            _ => super::model1::decode(sampled.getBits()),
+        };
+        if let Some(text) = text {
+            used.extend(corners);
+            texts.push(text);
+        }
+    }
+    texts
+}
+
 fn rxing_pass(
     img: &GrayImage,
     multiple: bool,
@@ -125,11 +156,14 @@ fn rxing_pass(
             return Vec::new();
         }
         if multiple {
-            let mut multi = GenericMultipleBarcodeReader::new(MultiFormatReader::default());
-            if let Ok(rs) = multi.decode_multiple_with_hints(&mut bitmap, &hints) {
-                return rs.iter().map(|r| r.getText().to_string()).collect();
+            let texts = read_all(bitmap.get_black_matrix());
+            if !texts.is_empty() {
+                return texts;
             }
-        } else if !thorough {
+            // None found: on to the one-symbol readers below, so that looking for several
+            // codes reads every image that looking for one does.
+        }
+        if !thorough {
             let Some((text, by_grey)) =
                 read_one(img, bitmap.get_black_matrix(), grey.is_some(), work)
             else {

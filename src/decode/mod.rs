@@ -147,7 +147,8 @@ pub struct DecoderConfig {
     /// Files: no stage starts that the clock says would end past this. Live frames
     /// (`by_work`): this many ms of [`WORK_PER_MS`] is the work allowance.
     pub budget: Duration,
-    /// Look for several codes in one frame (costs more per frame).
+    /// Look for several codes in one frame (costs more per frame): every QR symbol whose finder
+    /// patterns are its own — a code printed around another included — and Grid Matrix beside.
     pub multiple: bool,
     /// Try a 2×2-averaged half-size frame first when the frame is large: a quarter of the
     /// pixels, and phone codes at a gate usually have modules of 4 px or more.

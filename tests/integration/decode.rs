@@ -42,6 +42,41 @@ fn real_photos_decode_at_least_the_floor() {
     );
 }
 
+/// Looking for several codes finds both of a code printed around another (qrcode-2/16: the
+/// label is the inner one; the outer one's text starts "[外側QRコード]") and still reads a lone
+/// 41×41 px code (qrcode-2/#940, which rxing's multi-code reader lost).
+#[test]
+fn several_codes_nested_and_a_lone_tiny_one_are_all_read() {
+    let photos = dataset::photos();
+    let decoder = Decoder::new(DecoderConfig {
+        budget: Duration::MAX,
+        multiple: true,
+        ..DecoderConfig::default()
+    });
+    let read = |name: &str| {
+        let p = photos
+            .iter()
+            .find(|p| p.name == name)
+            .expect("in the manifest");
+        let img = yima_gate::capture::image::load_gray(&p.image).expect("image loads");
+        let texts: Vec<String> = decoder.decode(&img).into_iter().map(|d| d.text).collect();
+        (texts, p.expected.clone())
+    };
+    let (nested, inner) = read("qrcode-2/16.webp");
+    assert_eq!(nested.len(), 2, "{nested:?}");
+    assert!(
+        nested.iter().any(|t| dataset::matches(t, &inner)),
+        "{nested:?}"
+    );
+    assert!(
+        nested.iter().any(|t| t.starts_with("[外側QRコード]")),
+        "{nested:?}"
+    );
+    let (lone, expected) = read("qrcode-2/#940.png");
+    assert_eq!(lone.len(), 1, "{lone:?}");
+    assert!(dataset::matches(&lone[0], &expected), "{lone:?}");
+}
+
 /// The synthetic gate set: its generator is part of the demo (the `platform` feature).
 #[cfg(feature = "platform")]
 mod gate_set {
