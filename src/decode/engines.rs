@@ -78,8 +78,14 @@ pub(super) fn rxing_grey_read(
 /// rxing's QR reader (`QrReader`, one symbol) on `bits` (the binarized `img`), written out so
 /// that the finder patterns it found and could not decode are at hand for the grey sampler
 /// (run if `grey`), and so that a Model 1 symbol rxing's decoder misreads is decoded by
-/// [`super::model1`]. The text, and whether the grey sampler read it.
-fn read_one(img: &GrayImage, bits: &BitMatrix, grey: bool, work: &Work) -> Option<(String, bool)> {
+/// [`super::model1`]. `grey`: the sampler's warp rounds ([`super::gray_qr::read`]), if it runs.
+/// The text, and whether the grey sampler read it.
+fn read_one(
+    img: &GrayImage,
+    bits: &BitMatrix,
+    grey: Option<usize>,
+    work: &Work,
+) -> Option<(String, bool)> {
     let mut patterns = FindFinderPatterns(bits, false, 0);
     let sets = GenerateFinderPatternSets(&mut patterns);
     for set in &sets {
@@ -95,13 +101,13 @@ fn read_one(img: &GrayImage, bits: &BitMatrix, grey: bool, work: &Work) -> Optio
             }
         }
     }
-    if !grey {
-        return None;
-    }
+    let warp_rounds = grey?;
     let mut effort = super::gray_qr::Effort::default();
-    let found = super::gray_qr::read(img, bits, &sets, &mut effort);
+    let found = super::gray_qr::read(img, bits, &sets, warp_rounds, &mut effort);
     work.pixels
         .set(work.pixels.get() + effort.modules * GREY_UNITS_PER_MODULE);
+    work.grey_modules
+        .set(work.grey_modules.get() + effort.modules);
     found.map(|text| (text, true))
 }
 
@@ -136,6 +142,15 @@ fn read_all(bits: &BitMatrix) -> Vec<String> {
     texts
 }
 
+/// Warp rounds of the grey sampler on files and uploads, where rxing's own sampling read
+/// nothing: a code on a curved or wrinkled surface (live frames, within their allowance, do
+/// not bend the grid).
+pub(super) const FILE_WARP_ROUNDS: usize = 3;
+/// Modules the grey sampler may sample over one file's whole cascade (five calls at their
+/// bound, about 17 ms on the reference core): a texture of finder-like patterns, which every
+/// variant shows again, does not pay for the sampler on every variant.
+const FILE_GREY_MODULES: u64 = 120_000;
+
 fn rxing_pass(
     img: &GrayImage,
     multiple: bool,
@@ -165,7 +180,7 @@ fn rxing_pass(
         }
         if !thorough {
             let Some((text, by_grey)) =
-                read_one(img, bitmap.get_black_matrix(), grey.is_some(), work)
+                read_one(img, bitmap.get_black_matrix(), grey.map(|_| 0), work)
             else {
                 return Vec::new();
             };
@@ -175,8 +190,14 @@ fn rxing_pass(
             return vec![text];
         } else if let Ok(r) = MultiFormatReader::default().decode_with_hints(&mut bitmap, &hints) {
             return vec![r.getText().to_string()];
-        } else if let Some((text, _)) = read_one(img, bitmap.get_black_matrix(), false, work) {
-            // The written-out reader: it reads the Model 1 symbols rxing's decoder misreads. Its
+        } else if let Some((text, _)) = read_one(
+            img,
+            bitmap.get_black_matrix(),
+            (work.grey_modules.get() < FILE_GREY_MODULES).then_some(FILE_WARP_ROUNDS),
+            work,
+        ) {
+            // The written-out reader: it reads the Model 1 symbols rxing's decoder misreads, and
+            // its finder patterns go to the grey sampler with its grid bent. Its
             // finder search repeats the one `MultiFormatReader` made (rxing keeps it inside),
             // and only files and uploads that held no code so far pay for it.
             return vec![text];

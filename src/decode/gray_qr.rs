@@ -58,6 +58,7 @@ pub(super) fn read(
     gray: &GrayImage,
     bits: &BitMatrix,
     sets: &[FinderPatternSet],
+    warp_rounds: usize,
     effort: &mut Effort,
 ) -> Option<String> {
     if gray.width() != bits.getWidth() || gray.height() != bits.getHeight() {
@@ -68,7 +69,7 @@ pub(super) fn read(
             return None;
         }
         effort.sets += 1;
-        read_set(gray, bits, set, effort)
+        read_set(gray, bits, set, warp_rounds, effort)
     })
 }
 
@@ -94,6 +95,7 @@ fn read_set(
     gray: &GrayImage,
     bits: &BitMatrix,
     fp: &FinderPatternSet,
+    warp_rounds: usize,
     effort: &mut Effort,
 ) -> Option<String> {
     let (top, left) = (
@@ -121,7 +123,7 @@ fn read_set(
     dims.sort_by(|a, b| b.0.total_cmp(&a.0));
     dims.into_iter().take(DIMS_READ).find_map(|(_, d)| {
         (effort.modules < MAX_MODULES)
-            .then(|| read_grid(gray, bits, fp, d, ms, effort))
+            .then(|| read_grid(gray, bits, fp, d, ms, warp_rounds, effort))
             .flatten()
     })
 }
@@ -196,6 +198,7 @@ fn read_grid(
     fp: &FinderPatternSet,
     dim: u32,
     ms: f64,
+    warp_rounds: usize,
     effort: &mut Effort,
 ) -> Option<String> {
     let (mut pairs, mut h) = finder_grid(fp, dim)?;
@@ -235,26 +238,214 @@ fn read_grid(
         }
     }
     let n = dim as usize;
-    let mut grey = vec![0f32; n * n];
-    for y in 0..n {
-        for x in 0..n {
-            let (cx, cy) = (x as f64 + 0.5, y as f64 + 0.5);
-            let mut sum = 0.0;
-            for (dx, dy) in TAPS {
-                sum += grey_at(gray, &h, cx + dx, cy + dy, 0.5)?;
+    let mut warp = Warp::new(n);
+    for round in 0..=warp_rounds {
+        let grey = warp.sample(gray, &h, effort)?;
+        let z = centred(&grey, n);
+        for beta in EQUALIZE {
+            let matrix = equalized(&z, n, beta)?;
+            if let Ok(r) = Decode(&matrix) {
+                return Some(r.text());
             }
-            grey[y * n + x] = sum / TAPS.len() as f32;
         }
-    }
-    effort.modules += (n * n) as u64;
-    let z = centred(&grey, n);
-    for beta in EQUALIZE {
-        let matrix = equalized(&z, n, beta)?;
-        if let Ok(r) = Decode(&matrix) {
-            return Some(r.text());
+        if round == warp_rounds
+            || effort.modules + Warp::round_cost(n) > MAX_MODULES
+            || !warp.refine(gray, &h, &grey, &z, effort)
+        {
+            break;
         }
     }
     None
+}
+
+/// Samples along the line between two module centres when an edge between them is looked for.
+const EDGE_SAMPLES: usize = 8;
+/// Least grey-level difference (of 255) between two neighbouring modules for the edge between
+/// them to be measured.
+const EDGE_MIN_CONTRAST: f32 = 24.0;
+/// Jacobi sweeps smoothing the measured offsets into a field (each reaches one module farther:
+/// a fold or a wrinkle moves the modules a few around it together).
+const WARP_SWEEPS: usize = 12;
+/// Largest offset of a module from the grid, in modules.
+const WARP_MAX: f32 = 1.5;
+
+/// How far each module of the symbol sits from where the grid `h` puts it, in modules: the
+/// grid bent to follow a code printed on a curved or wrinkled surface (a sleeve, a bag, a
+/// crumpled sheet), which no homography fits. Measured, not modelled: where two neighbouring
+/// modules differ, the edge between them is found on the grey image, and its distance from the
+/// midpoint of their centres is an offset of the grid there; the offsets are then smoothed
+/// into a field over every module.
+struct Warp {
+    n: usize,
+    /// Offsets along x and y of each module centre, in modules, row by row.
+    u: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Warp {
+    fn new(n: usize) -> Warp {
+        Warp {
+            n,
+            u: vec![0.0; n * n],
+            v: vec![0.0; n * n],
+        }
+    }
+
+    /// The most a [`Warp::refine`] and the sampling after it count for an `n`-module symbol
+    /// (every pair of neighbours an edge; a smoothing sweep's update of a module counted as
+    /// one grey sample).
+    fn round_cost(n: usize) -> u64 {
+        let per_module = 2 * (EDGE_SAMPLES + 1) + 2 * WARP_SWEEPS + TAPS.len();
+        (n * n * per_module / TAPS.len()) as u64
+    }
+
+    /// The grid point of module coordinates (x, y) moved by the field (bilinear between the
+    /// centres around it).
+    fn at(&self, x: f64, y: f64) -> (f64, f64) {
+        let last = (self.n - 1) as f64;
+        let (gx, gy) = ((x - 0.5).clamp(0.0, last), (y - 0.5).clamp(0.0, last));
+        let (x0, y0) = (gx.floor() as usize, gy.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(self.n - 1), (y0 + 1).min(self.n - 1));
+        let (fx, fy) = ((gx - x0 as f64) as f32, (gy - y0 as f64) as f32);
+        let lerp = |f: &[f32]| {
+            let top = f[y0 * self.n + x0] * (1.0 - fx) + f[y0 * self.n + x1] * fx;
+            let bottom = f[y1 * self.n + x0] * (1.0 - fx) + f[y1 * self.n + x1] * fx;
+            f64::from(top * (1.0 - fy) + bottom * fy)
+        };
+        (x + lerp(&self.u), y + lerp(&self.v))
+    }
+
+    /// Each module's grey level, averaged over [`TAPS`]; none if the grid leaves the image.
+    fn sample(&self, gray: &GrayImage, h: &Homography, effort: &mut Effort) -> Option<Vec<f32>> {
+        let n = self.n;
+        let mut grey = vec![0f32; n * n];
+        for y in 0..n {
+            for x in 0..n {
+                let (cx, cy) = (x as f64 + 0.5, y as f64 + 0.5);
+                let mut sum = 0.0;
+                for (dx, dy) in TAPS {
+                    let (wx, wy) = self.at(cx + dx, cy + dy);
+                    sum += grey_at(gray, h, wx, wy, 0.5)?;
+                }
+                grey[y * n + x] = sum / TAPS.len() as f32;
+            }
+        }
+        effort.modules += (n * n) as u64;
+        Some(grey)
+    }
+
+    /// Where the grey level crosses halfway between modules `a` and `b` (module coordinates of
+    /// their centres, `ga` and `gb` their levels) along the line joining them, as the share of
+    /// the way from `a` (0.5: where the grid puts the edge); none without a crossing.
+    fn crossing(
+        &self,
+        gray: &GrayImage,
+        h: &Homography,
+        a: (f64, f64),
+        b: (f64, f64),
+        (ga, gb): (f32, f32),
+    ) -> Option<f32> {
+        let level = (ga + gb) / 2.0;
+        let mut profile = [0f32; EDGE_SAMPLES + 1];
+        for (k, p) in profile.iter_mut().enumerate() {
+            let t = k as f64 / EDGE_SAMPLES as f64;
+            let (wx, wy) = self.at(a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
+            *p = grey_at(gray, h, wx, wy, 0.5)? - level;
+        }
+        // The crossing nearest the middle (a module's texture can cross more than once).
+        (0..EDGE_SAMPLES)
+            .filter(|&k| (profile[k] < 0.0) != (profile[k + 1] < 0.0))
+            .map(|k| {
+                let f = profile[k] / (profile[k] - profile[k + 1]);
+                (k as f32 + f) / EDGE_SAMPLES as f32
+            })
+            .min_by(|p, q| (p - 0.5).abs().total_cmp(&(q - 0.5).abs()))
+    }
+
+    /// Measures the edges between differing neighbours (from the centred levels `z` of the
+    /// sampled levels `grey`) on the grid as it is, and moves the field by their smoothed
+    /// offsets. False if no edge was measured.
+    fn refine(
+        &mut self,
+        gray: &GrayImage,
+        h: &Homography,
+        grey: &[f32],
+        z: &[f32],
+        effort: &mut Effort,
+    ) -> bool {
+        let n = self.n;
+        // Offsets measured at each module (sum, weight), along x and along y.
+        let (mut ox, mut wx) = (vec![0f32; n * n], vec![0f32; n * n]);
+        let (mut oy, mut wy) = (vec![0f32; n * n], vec![0f32; n * n]);
+        let mut edges = 0u64;
+        for y in 0..n {
+            for x in 0..n {
+                let i = y * n + x;
+                let c = (x as f64 + 0.5, y as f64 + 0.5);
+                for (j, d, (o, w)) in [
+                    (x + 1 < n).then(|| (i + 1, (1.0, 0.0), (&mut ox, &mut wx))),
+                    (y + 1 < n).then(|| (i + n, (0.0, 1.0), (&mut oy, &mut wy))),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    if (z[i] < 0.0) == (z[j] < 0.0) || (z[i] - z[j]).abs() < EDGE_MIN_CONTRAST {
+                        continue;
+                    }
+                    edges += 1;
+                    let next = (c.0 + d.0, c.1 + d.1);
+                    let Some(t) = self.crossing(gray, h, c, next, (grey[i], grey[j])) else {
+                        continue;
+                    };
+                    for k in [i, j] {
+                        o[k] += t - 0.5;
+                        w[k] += 1.0;
+                    }
+                }
+            }
+        }
+        effort.modules += edges * (EDGE_SAMPLES as u64 + 1) / TAPS.len() as u64
+            + (2 * WARP_SWEEPS * n * n / TAPS.len()) as u64;
+        if edges == 0 {
+            return false;
+        }
+        for (field, o, w) in [(&mut self.u, &ox, &wx), (&mut self.v, &oy, &wy)] {
+            let step = smooth(o, w, n);
+            for (f, s) in field.iter_mut().zip(step) {
+                *f = (*f + s).clamp(-WARP_MAX, WARP_MAX);
+            }
+        }
+        true
+    }
+}
+
+/// The field that is near the measured offsets (`sums / weights`) where there are some and
+/// near its four neighbours everywhere ([`WARP_SWEEPS`] Jacobi sweeps from zero).
+fn smooth(sums: &[f32], weights: &[f32], n: usize) -> Vec<f32> {
+    let mut f = vec![0f32; n * n];
+    let mut next = f.clone();
+    for _ in 0..WARP_SWEEPS {
+        for y in 0..n {
+            for x in 0..n {
+                let i = y * n + x;
+                let (mut total, mut weight) = (sums[i], weights[i]);
+                for (nx, ny) in [
+                    (x.wrapping_sub(1), y),
+                    (x + 1, y),
+                    (x, y.wrapping_sub(1)),
+                    (x, y + 1),
+                ] {
+                    if nx < n && ny < n {
+                        total += f[ny * n + nx];
+                        weight += 1.0;
+                    }
+                }
+                next[i] = total / weight;
+            }
+        }
+        std::mem::swap(&mut f, &mut next);
+    }
+    f
 }
 
 /// Half width, in modules, of the square searched around an alignment pattern's predicted
@@ -380,7 +571,7 @@ fn equalized(z: &[f32], n: usize, beta: f32) -> Option<BitMatrix> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::engines::{rxing_grey_read, rxing_read};
+    use crate::decode::engines::{rxing_grey_read, rxing_read, FILE_WARP_ROUNDS};
     use crate::decode::Work;
     use image::Luma;
     use rxing::qrcode::cpp_port::detector::{FindFinderPatterns, GenerateFinderPatternSets};
@@ -450,6 +641,36 @@ mod tests {
         }
     }
 
+    /// A code as printed on a wrinkled sleeve: the rendered symbol displaced by waves of
+    /// `amplitude` modules, a period of two thirds of the image, along both axes.
+    fn wrinkled(text: &str, amplitude: f32) -> GrayImage {
+        let module = 6.0;
+        let flat = crate::render::render(text, module as u32).expect("render");
+        let period = flat.width() as f32 / 1.5;
+        let wave = |t: f32| amplitude * module * (std::f32::consts::TAU * t / period).sin();
+        GrayImage::from_fn(flat.width(), flat.height(), |x, y| {
+            let (x, y) = (x as f32, y as f32);
+            Luma([sample(&flat, x + wave(y), y + wave(x)).round() as u8])
+        })
+    }
+
+    #[test]
+    fn the_grid_bends_to_a_wrinkled_code() {
+        // Modules up to 0.3 module off the plane, in waves across the symbol: the grid through
+        // the finder and alignment patterns misreads it, the grid bent to its edges reads it.
+        let text = "YM1:6BFOXN*TS0BI$ZD4N9:9S6RCVN5+O30K3";
+        let img = wrinkled(text, 0.3);
+        let bits = binarized(&img);
+        let mut patterns = FindFinderPatterns(&bits, false, 0);
+        let sets = GenerateFinderPatternSets(&mut patterns);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(read(&img, &bits, &sets, 0, &mut Effort::default()), None);
+        let mut effort = Effort::default();
+        let bent = read(&img, &bits, &sets, FILE_WARP_ROUNDS, &mut effort);
+        assert_eq!(bent.as_deref(), Some(text));
+        assert!(effort.modules <= MAX_MODULES, "{} modules", effort.modules);
+    }
+
     #[test]
     fn finder_patterns_without_a_symbol_cost_at_most_the_module_bound() {
         // Finder patterns tiled as symbols' corners would be, noise between them: triples are
@@ -477,7 +698,7 @@ mod tests {
             sets.len()
         );
         let mut effort = Effort::default();
-        assert!(read(&img, &bits, &sets, &mut effort).is_none());
+        assert!(read(&img, &bits, &sets, FILE_WARP_ROUNDS, &mut effort).is_none());
         assert!(effort.sets >= 1);
         // The bound, plus the one grid (or alignment search) under way when it was reached.
         let one_grid = (MAX_DIM * MAX_DIM) as u64;

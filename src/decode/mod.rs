@@ -13,7 +13,9 @@
 //!    3 px modules are lost at half size, not in a full-size crop); rqrr on the adaptive
 //!    half frame. On the sharpened regions, single and doubled, finder patterns rxing found
 //!    but could not decode go to the grey-level sampler ([`gray_qr`]);
-//! 2. rxing (zxing-cpp/ZXing port; hybrid then global binarizer) on the frame;
+//! 2. rxing (zxing-cpp/ZXing port; hybrid then global binarizer) on the frame; where its
+//!    sampling decodes nothing, the grey-level sampler with its grid bent to the symbol's
+//!    edges (a code on a curved or wrinkled surface) — as on every variant below;
 //! 3. rqrr on the frame (panic-isolated: rqrr 0.11 asserts on some real images); Grid
 //!    Matrix: the clean-image reader, then the camera-frame detector in the busy regions;
 //! 4. `VARIANTS`: inverted, downscaled, upscaled + adaptive threshold, Otsu, smoothed
@@ -121,6 +123,8 @@ pub struct Work {
     pub max_finders: std::cell::Cell<usize>,
     /// Pixels produced by image filters (half frame, sharpening, thresholds, upscales).
     pub filtered: std::cell::Cell<u64>,
+    /// Modules the grey-level QR sampler sampled, summed over calls.
+    pub grey_modules: std::cell::Cell<u64>,
 }
 
 impl Work {

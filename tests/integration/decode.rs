@@ -1,7 +1,8 @@
 //! Decoding regression on real photos (`tests/data/qr-photos`, 137 images): the count
-//! must not fall below what was measured (132/137: the union of every peer tried — zxing-cpp
-//! 3.1.1 reads 125 — and the two-block Model 1 symbol rxing misreads), and the live cascade on
-//! the synthetic gate set must not read fewer frames. Times are reported by
+//! must not fall below what was measured (134/137: the union of every peer tried — zxing-cpp
+//! 3.1.1 reads 125 — the two-block Model 1 symbol rxing misreads, and two codes printed on a
+//! wrinkled shirt that the grey sampler's bent grid reads), and the live cascade on the
+//! synthetic gate set must not read fewer frames. Times are reported by
 //! `benches/decode.rs`, not asserted here.
 
 use std::time::Duration;
@@ -11,7 +12,7 @@ use crate::common::dataset;
 use yima_gate::decode::{Decoder, DecoderConfig};
 
 /// Measured with this decoder; raise it when the decoder improves, never lower it.
-const FLOOR: usize = 132;
+const FLOOR: usize = 134;
 
 #[test]
 fn real_photos_decode_at_least_the_floor() {
@@ -196,9 +197,10 @@ fn hostile_frames_cost_bounded_engine_work_and_the_next_code_is_read() {
                 assert!(work.refused.get() >= 1, "{name}/{frame}: nothing refused");
             }
             // Every call that ran was on an image with few finder patterns; in all, the
-            // cascade's whole reach (no budget here) stays a small multiple of the frame.
+            // cascade's whole reach (no budget here) stays a small multiple of the frame (13:
+            // 12 before the file cascade's grey sampler, whose share is bounded per file).
             assert!(
-                work.pixels.get() <= 12 * frame_px,
+                work.pixels.get() <= 13 * frame_px,
                 "{name}/{frame}: engines ran on {} px ({} calls)",
                 work.pixels.get(),
                 work.calls.get()
