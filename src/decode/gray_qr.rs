@@ -263,6 +263,10 @@ const EDGE_SAMPLES: usize = 8;
 /// Least grey-level difference (of 255) between two neighbouring modules for the edge between
 /// them to be measured.
 const EDGE_MIN_CONTRAST: f32 = 24.0;
+/// Farthest an edge is taken from where the grid puts it, in modules: one farther may be the
+/// next edge over (the grid more than half a module off there), and following it would lock
+/// the grid a module out; the smoothed field brings such places nearer for the next round.
+const EDGE_MAX_OFFSET: f32 = 0.4;
 /// Jacobi sweeps smoothing the measured offsets into a field (each reaches one module farther:
 /// a fold or a wrinkle moves the modules a few around it together).
 const WARP_SWEEPS: usize = 12;
@@ -397,6 +401,9 @@ impl Warp {
                     let Some(t) = self.crossing(gray, h, c, next, (grey[i], grey[j])) else {
                         continue;
                     };
+                    if (t - 0.5).abs() > EDGE_MAX_OFFSET {
+                        continue;
+                    }
                     for k in [i, j] {
                         o[k] += t - 0.5;
                         w[k] += 1.0;

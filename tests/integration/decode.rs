@@ -1,8 +1,8 @@
 //! Decoding regression on real photos (`tests/data/qr-photos`, 137 images): the count
-//! must not fall below what was measured (134/137: the union of every peer tried — zxing-cpp
-//! 3.1.1 reads 125 — the two-block Model 1 symbol rxing misreads, and two codes printed on a
-//! wrinkled shirt that the grey sampler's bent grid reads), and the live cascade on the
-//! synthetic gate set must not read fewer frames. Times are reported by
+//! must not fall below what was measured (135/137: the union of every peer tried — zxing-cpp
+//! 3.1.1 reads 125 — the two-block Model 1 symbol rxing misreads, and three codes printed on a
+//! wrinkled shirt or a curved sticker that the grey sampler's bent grid reads), and the live
+//! cascade on the synthetic gate set must not read fewer frames. Times are reported by
 //! `benches/decode.rs`, not asserted here.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use crate::common::dataset;
 use yima_gate::decode::{Decoder, DecoderConfig};
 
 /// Measured with this decoder; raise it when the decoder improves, never lower it.
-const FLOOR: usize = 134;
+const FLOOR: usize = 135;
 
 #[test]
 fn real_photos_decode_at_least_the_floor() {
