@@ -21,7 +21,7 @@ use std::time::Instant;
 use yima_gate::decode::{Decoder, DecoderConfig};
 use yima_gate::demo::synth::GateFrames;
 use yima_gate::verification::code::{self, Claims};
-use yima_gate::verification::keys::{Alg, KeyPair, Kid, KindSet, SigningKey};
+use yima_gate::verification::keys::{Alg, KeyPair, Kid};
 use yima_gate::verification::verdict::{AccessMode, CodeKind};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -74,20 +74,17 @@ fn photos() {
     );
 }
 
-/// A key fixed by its bytes, not drawn at random: the same code texts, so the same frames (the
-/// same gate set for a seed), on every run.
-fn fixed_key(alg: Alg, kid: &[u8]) -> KeyPair {
-    KeyPair {
-        kid: Kid::new(kid.to_vec()).expect("kid"),
-        signing: SigningKey::from_bytes(alg, &[0x26; 32]).expect("key bytes"),
-        kinds: KindSet::BOTH,
-        not_before: 0,
-        not_after: i64::MAX / 2,
-    }
-}
-
 fn gate_set() {
-    let key = fixed_key(Alg::EdDSA, b"gate");
+    // A key fixed by its bytes, not drawn at random: the same code texts, so the same frames
+    // (the same gate set for a seed), on every run.
+    let key = KeyPair::from_secret(
+        Alg::EdDSA,
+        Kid::new(b"gate".to_vec()).expect("kid"),
+        &[0x26; 32],
+        0,
+        i64::MAX / 2,
+    )
+    .expect("key");
     // `YIMA_DECODE_SEED=n` draws another gate set (the figures in the README are seed 2026).
     let seed = std::env::var("YIMA_DECODE_SEED")
         .ok()

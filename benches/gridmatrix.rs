@@ -18,7 +18,7 @@ use qrcode::{EcLevel, QrCode};
 use yima_gate::decode::{Decoder, DecoderConfig};
 use yima_gate::gridmatrix::{self, read::read_clean, EncodeOptions};
 use yima_gate::verification::code::{self, Claims};
-use yima_gate::verification::keys::{Alg, KeyPair, Kid, KindSet, SigningKey};
+use yima_gate::verification::keys::{Alg, KeyPair, Kid};
 use yima_gate::verification::verdict::{AccessMode, CodeKind};
 
 fn claims(kind: CodeKind) -> Claims {
@@ -70,7 +70,15 @@ fn sizes() -> Vec<String> {
     );
     let mut texts = Vec::new();
     for alg in Alg::ALL {
-        let key = fixed_key(alg, b"kid-2026");
+        // Fixed by its bytes: the same texts, so the same gate set, on every run.
+        let key = KeyPair::from_secret(
+            alg,
+            Kid::new(b"kid-2026".to_vec()).expect("kid"),
+            &[0x26; 32],
+            0,
+            i64::MAX / 2,
+        )
+        .expect("key");
         for kind in [CodeKind::Dynamic, CodeKind::Static] {
             let text = code::mint(&key.signing, &key.kid, &claims(kind));
             let gm: Vec<String> = (1..=5)
@@ -112,18 +120,6 @@ fn sizes() -> Vec<String> {
         }
     }
     texts
-}
-
-/// A key fixed by its bytes, not drawn at random: the same code texts, so the same frames (the
-/// same gate set for a seed), on every run.
-fn fixed_key(alg: Alg, kid: &[u8]) -> KeyPair {
-    KeyPair {
-        kid: Kid::new(kid.to_vec()).expect("kid"),
-        signing: SigningKey::from_bytes(alg, &[0x26; 32]).expect("key bytes"),
-        kinds: KindSet::BOTH,
-        not_before: 0,
-        not_after: i64::MAX / 2,
-    }
 }
 
 fn main() {

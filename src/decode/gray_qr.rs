@@ -23,7 +23,7 @@ use rxing::qrcode::cpp_port::detector::{
 };
 use rxing::{point, Point};
 
-use crate::gridmatrix::detect::{neighbour_mean, sample, Homography, PointPair};
+use crate::gridmatrix::detect::{neighbour_mean, neighbour_sum, sample, Homography, PointPair};
 
 /// Finder-pattern triples tried per image, most plausible first (rxing ranks them).
 const MAX_SETS: usize = 3;
@@ -439,19 +439,8 @@ fn smooth(sums: &[f32], weights: &[f32], n: usize) -> Vec<f32> {
         for y in 0..n {
             for x in 0..n {
                 let i = y * n + x;
-                let (mut total, mut weight) = (sums[i], weights[i]);
-                for (nx, ny) in [
-                    (x.wrapping_sub(1), y),
-                    (x + 1, y),
-                    (x, y.wrapping_sub(1)),
-                    (x, y + 1),
-                ] {
-                    if nx < n && ny < n {
-                        total += f[ny * n + nx];
-                        weight += 1.0;
-                    }
-                }
-                next[i] = total / weight;
+                let (around, k) = neighbour_sum(&f, n, x, y);
+                next[i] = (sums[i] + around) / (weights[i] + k);
             }
         }
         std::mem::swap(&mut f, &mut next);

@@ -650,6 +650,12 @@ pub(crate) fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
 /// module values (the module-space unsharp masks of both camera-frame samplers, Grid Matrix
 /// and QR's grey-level one, take it back out).
 pub(crate) fn neighbour_mean(values: &[f32], side: usize, x: usize, y: usize) -> f32 {
+    let (around, k) = neighbour_sum(values, side, x, y);
+    around / k
+}
+
+/// The sum of the up-to-four neighbours of (x, y) in a `side`-wide grid, and how many there are.
+pub(crate) fn neighbour_sum(values: &[f32], side: usize, x: usize, y: usize) -> (f32, f32) {
     let (mut around, mut k) = (0f32, 0f32);
     for (nx, ny) in [
         (x.wrapping_sub(1), y),
@@ -662,7 +668,7 @@ pub(crate) fn neighbour_mean(values: &[f32], side: usize, x: usize, y: usize) ->
             k += 1.0;
         }
     }
-    around / k
+    (around, k)
 }
 
 /// Bilinear sample of `img` at (x, y) (pixel centres at integers), 0–255.

@@ -563,6 +563,24 @@ impl KeyPair {
         }
     }
 
+    /// A key pair from its secret bytes (an Ed25519 seed, a P-256 or SM2 scalar, an HMAC
+    /// secret): the same key wherever it is made, for sets that must be the same every run.
+    pub fn from_secret(
+        alg: Alg,
+        kid: Kid,
+        secret: &[u8],
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<KeyPair, KeyError> {
+        Ok(KeyPair {
+            kid,
+            signing: SigningKey::from_bytes(alg, secret)?,
+            kinds: KindSet::BOTH,
+            not_before,
+            not_after,
+        })
+    }
+
     pub fn trusted_key(&self) -> TrustedKey {
         TrustedKey {
             kid: self.kid.clone(),
