@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use image::GrayImage;
 use rxing::common::{GlobalHistogramBinarizer, HybridBinarizer};
 use rxing::qrcode::cpp_port::decoder::Decode;
-use rxing::qrcode::cpp_port::detector::{FindFinderPatterns, GenerateFinderPatternSets, SampleQR};
+use rxing::qrcode::cpp_port::detector::{
+    FindFinderPatterns, FinderPatternSet, FinderPatternSets, GenerateFinderPatternSets, SampleQR,
+};
 use rxing::{
     BarcodeFormat, BinaryBitmap, DecodeHints, Luma8LuminanceSource, MultiFormatReader, Reader,
 };
@@ -78,37 +80,53 @@ pub(super) fn rxing_grey_read(
 /// rxing's QR reader (`QrReader`, one symbol) on `bits` (the binarized `img`), written out so
 /// that the finder patterns it found and could not decode are at hand for the grey sampler
 /// (run if `grey`), and so that a Model 1 symbol rxing's decoder misreads is decoded by
-/// [`super::model1`]. `grey`: the sampler's warp rounds ([`super::gray_qr::read`]), if it runs.
-/// The text, and whether the grey sampler read it.
+/// [`super::model1`]. `sets`: the finder-pattern triples of `bits` ([`finder_sets`]); `grey`:
+/// the sampler's warp rounds ([`super::gray_qr::read`]), if it runs. The text, and whether
+/// the grey sampler read it.
 fn read_one(
     img: &GrayImage,
     bits: &BitMatrix,
+    sets: &[FinderPatternSet],
     grey: Option<usize>,
     work: &Work,
 ) -> Option<(String, bool)> {
-    let mut patterns = FindFinderPatterns(bits, false, 0);
-    let sets = GenerateFinderPatternSets(&mut patterns);
-    for set in &sets {
-        let Ok(sampled) = SampleQR(bits, set) else {
-            continue;
-        };
-        match Decode(sampled.getBits()) {
-            Ok(text) if text.isValid() => return Some((text.text(), false)),
-            _ => {
-                if let Some(text) = super::model1::decode(sampled.getBits()) {
-                    return Some((text, false));
-                }
-            }
-        }
+    if let Some(text) = sets.iter().find_map(|set| decode_set(bits, set)) {
+        return Some((text, false));
     }
-    let warp_rounds = grey?;
+    grey_read(img, bits, sets, grey?, work).map(|text| (text, true))
+}
+
+/// rxing's finder-pattern triples in `bits`, most plausible first.
+fn finder_sets(bits: &BitMatrix) -> FinderPatternSets {
+    let mut patterns = FindFinderPatterns(bits, false, 0);
+    GenerateFinderPatternSets(&mut patterns)
+}
+
+/// The text of the symbol on a triple: rxing's sampling and decoder, or Model 1's block order
+/// where rxing's decoder rejects the sampled symbol.
+fn decode_set(bits: &BitMatrix, set: &FinderPatternSet) -> Option<String> {
+    let sampled = SampleQR(bits, set).ok()?;
+    match Decode(sampled.getBits()) {
+        Ok(text) if text.isValid() => Some(text.text()),
+        _ => super::model1::decode(sampled.getBits()),
+    }
+}
+
+/// The grey sampler on triples rxing could not decode, its effort counted into `work`.
+fn grey_read(
+    img: &GrayImage,
+    bits: &BitMatrix,
+    sets: &[FinderPatternSet],
+    warp_rounds: usize,
+    work: &Work,
+) -> Option<String> {
     let mut effort = super::gray_qr::Effort::default();
-    let found = super::gray_qr::read(img, bits, &sets, warp_rounds, &mut effort);
+    let found = super::gray_qr::read(img, bits, sets, warp_rounds, &mut effort);
     work.pixels
         .set(work.pixels.get() + effort.modules * GREY_UNITS_PER_MODULE);
     work.grey_modules
         .set(work.grey_modules.get() + effort.modules);
-    found.map(|text| (text, true))
+    found
 }
 
 /// Every symbol [`read_one`]'s reader finds in `bits`: each finder-pattern set sampled and
@@ -117,24 +135,15 @@ fn read_one(
 /// `GenericMultipleBarcodeReader`, which drops every result whose bounding box meets a later
 /// one's — an outer code around an inner one loses one of the two — and whose recursion over
 /// crops reads a lone code more than once.
-fn read_all(bits: &BitMatrix) -> Vec<String> {
-    let mut patterns = FindFinderPatterns(bits, false, 0);
-    let sets = GenerateFinderPatternSets(&mut patterns);
+fn read_all(bits: &BitMatrix, sets: &[FinderPatternSet]) -> Vec<String> {
     let mut used: Vec<ConcentricPattern> = Vec::new();
     let mut texts = Vec::new();
-    for set in &sets {
+    for set in sets {
         let corners = [set.bl, set.tl, set.tr];
         if corners.iter().any(|p| used.contains(p)) {
             continue;
         }
-        let Ok(sampled) = SampleQR(bits, set) else {
-            continue;
-        };
-        let text = match Decode(sampled.getBits()) {
-            Ok(text) if text.isValid() => Some(text.text()),
-            _ => super::model1::decode(sampled.getBits()),
-        };
-        if let Some(text) = text {
+        if let Some(text) = decode_set(bits, set) {
             used.extend(corners);
             texts.push(text);
         }
@@ -170,18 +179,25 @@ fn rxing_pass(
         if !admitted(img, bitmap.get_black_matrix(), work) {
             return Vec::new();
         }
+        // Looking for several codes: every triple sampled and decoded. With none read, on to
+        // the one-symbol readers below (so that looking for several codes reads every image
+        // that looking for one does), which take these triples rather than search and decode
+        // them again.
+        let mut undecoded = None;
         if multiple {
-            let texts = read_all(bitmap.get_black_matrix());
+            let sets = finder_sets(bitmap.get_black_matrix());
+            let texts = read_all(bitmap.get_black_matrix(), &sets);
             if !texts.is_empty() {
                 return texts;
             }
-            // None found: on to the one-symbol readers below, so that looking for several
-            // codes reads every image that looking for one does.
+            undecoded = Some(sets);
         }
+        let one = |bits: &BitMatrix, grey: Option<usize>| match &undecoded {
+            Some(sets) => grey_read(img, bits, sets, grey?, work).map(|text| (text, true)),
+            None => read_one(img, bits, &finder_sets(bits), grey, work),
+        };
         if !thorough {
-            let Some((text, by_grey)) =
-                read_one(img, bitmap.get_black_matrix(), grey.map(|_| 0), work)
-            else {
+            let Some((text, by_grey)) = one(bitmap.get_black_matrix(), grey.map(|_| 0)) else {
                 return Vec::new();
             };
             if by_grey {
@@ -190,20 +206,15 @@ fn rxing_pass(
             return vec![text];
         } else if let Ok(r) = MultiFormatReader::default().decode_with_hints(&mut bitmap, &hints) {
             return vec![r.getText().to_string()];
-        } else if let Some((text, _)) = read_one(
-            img,
+        } else if let Some((text, _)) = one(
             bitmap.get_black_matrix(),
             (work.grey_modules.get() < FILE_GREY_MODULES).then_some(FILE_WARP_ROUNDS),
-            work,
         ) {
             // The written-out reader: it reads the Model 1 symbols rxing's decoder misreads, and
             // its finder patterns go to the grey sampler with its grid bent. Its
             // finder search repeats the one `MultiFormatReader` made (rxing keeps it inside),
             // and only files and uploads that held no code so far pay for it.
             return vec![text];
-        }
-        if !thorough {
-            return Vec::new();
         }
         // The global binarizer reads some evenly lit, low-contrast frames the hybrid one misses.
         let mut global = BinaryBitmap::new(GlobalHistogramBinarizer::new(source));
