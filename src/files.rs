@@ -1,5 +1,6 @@
 //! Files outside sled — the API token, the enrollment, key files, trust files a command writes —
-//! written durably and privately, and secrets read only from files nobody else can read.
+//! written durably and privately, secrets read only from files nobody else can read, and the
+//! files sled itself leaves undurable ([`EngineFiles`]).
 //!
 //! **Invariants:** a file written here is complete or absent after a power cut: it goes to a
 //! temporary file in the same directory (created with its final mode, so there is no moment
@@ -8,9 +9,12 @@
 //! are 0700. This is the only module that writes such files; `std::fs::write` elsewhere is a
 //! bug.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use zeroize::Zeroizing;
 
@@ -97,6 +101,89 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))
+}
+
+/// The files sled 0.34 keeps beside its log that it never makes durable itself, made durable.
+///
+/// sled fsyncs neither its `conf` file nor the directories it creates (its own directory,
+/// `blobs/`), and writes every log item larger than a quarter of its segment size (a value,
+/// or a whole leaf node when it is rewritten: 128 KiB with the default 512 KiB segments) to a
+/// file of its own under `blobs/` that it never fsyncs either; after a power cut, recovery
+/// skips a log item whose blob file is missing without a word (`LogRead::DanglingBlob`). Our
+/// stores keep their values and leaves below that size (see their module docs), so `blobs/`
+/// stays empty; this is the guard for when it does not: [`EngineFiles::sync_blobs`] fsyncs
+/// every blob file not synced yet, and `blobs/`, before the caller fsyncs sled's log.
+/// Written here because sled offers no hook for it (upstream spacejam/sled #1351).
+#[derive(Debug)]
+pub struct EngineFiles {
+    dir: PathBuf,
+    /// Blob files already fsynced (sled never rewrites one; it removes it when obsolete).
+    synced: Mutex<HashSet<OsString>>,
+}
+
+impl EngineFiles {
+    /// After sled opened (or created) its directory `dir`: fsyncs `conf`, every blob file,
+    /// `blobs/`, `dir` itself and its parent, so that a store created a moment before a power
+    /// cut is still there after it.
+    pub fn open(dir: &Path) -> Result<EngineFiles, FileError> {
+        let conf = dir.join("conf");
+        if conf.exists() {
+            std::fs::File::open(&conf)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&conf))?;
+        }
+        let files = EngineFiles {
+            dir: dir.to_path_buf(),
+            synced: Mutex::new(HashSet::new()),
+        };
+        files.sync_blobs()?;
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(files)
+    }
+
+    /// fsyncs each blob file written since the last call, then `blobs/` if there was one;
+    /// returns how many files it synced. One directory listing when there is nothing to do.
+    pub fn sync_blobs(&self) -> Result<usize, FileError> {
+        let blobs = self.dir.join("blobs");
+        let listing = match std::fs::read_dir(&blobs) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(&blobs)(e)),
+        };
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = HashSet::new();
+        let mut fresh = 0;
+        for entry in listing {
+            let name = entry.map_err(io(&blobs))?.file_name();
+            if !synced.contains(&name) {
+                let path = blobs.join(&name);
+                match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
+                    Ok(()) => {
+                        fresh += 1;
+                        synced.insert(name.clone());
+                    }
+                    // Removed by sled since the listing: obsolete, nothing to keep.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(&path)(e)),
+                }
+            }
+            present.insert(name);
+        }
+        synced.retain(|n| present.contains(n));
+        if fresh > 0 {
+            sync_dir(&blobs)?;
+            tracing::debug!(fresh, dir = %self.dir.display(), "storage: blob files made durable");
+        }
+        Ok(fresh)
+    }
+
+    /// Blob files present at the last [`EngineFiles::sync_blobs`].
+    pub fn blob_count(&self) -> usize {
+        self.synced.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 /// Creates `dir` and any missing parents with mode 0700 (existing directories are left as

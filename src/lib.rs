@@ -66,6 +66,13 @@
 //!   `Store` itself is seen by nothing but the checkpoint (checked by a test).
 //! - **Records leave exactly once.** Only durable records are pushed; the platform's cursor is
 //!   fsynced before the records it covers are deleted; `store_id` names the sequence space.
+//!   The platform acknowledges a batch only after it is fsynced, and never claims a cursor
+//!   over records it does not hold (checked at start and at ingest).
+//! - **Nothing acknowledged lives in a file sled does not make durable.** sled writes an item
+//!   above a quarter of its segment (128 KiB) to a blob file it never fsyncs: every value on
+//!   both sides stays far below that (bounded records and chunks; the gate's policy cache is a
+//!   file of its own), and [`files::EngineFiles`] fsyncs sled's `conf`, directories and any
+//!   blob file that appears anyway.
 //! - **Trust from the platform is signed and ages.** A bundle is checked against the root key
 //!   pinned at enrollment before anything in it is used; the trust state it yields expires
 //!   (`policy_stale`) after the platform's maximum offline age.

@@ -42,6 +42,10 @@ mod store;
 mod sync;
 
 #[cfg(feature = "platform")]
+#[path = "integration/platform_crash.rs"]
+mod platform_crash;
+
+#[cfg(feature = "platform")]
 #[path = "integration/openapi.rs"]
 mod openapi;
 

@@ -23,6 +23,8 @@ pub(super) struct Durability {
     pub(super) db: sled::Db,
     pub(super) log_file: File,
     pub(super) log_path: PathBuf,
+    /// sled's files outside its log (blob files, `conf`, directories), made durable.
+    pub(super) files: crate::files::EngineFiles,
     pub(super) state: Mutex<DurableState>,
     /// Signalled when there is something to commit (or on shutdown).
     pub(super) work: Condvar,
@@ -48,11 +50,13 @@ impl Durability {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// sled flush (writes its buffers to the log) + fsync of the log (sled's flush alone only
-    /// issues `sync_file_range`, which does not survive power loss).
+    /// sled flush (writes its buffers to the log) + fsync of any blob file it wrote + fsync
+    /// of the log (sled's flush alone only issues `sync_file_range`, which does not survive
+    /// power loss, and it never fsyncs blob files: see [`crate::files::EngineFiles`]).
     pub(super) fn sync(&self) -> Result<(), StoreError> {
         self.rounds.fetch_add(1, Ordering::Relaxed);
         self.db.flush()?;
+        self.files.sync_blobs()?;
         self.log_file.sync_data().map_err(io_err(&self.log_path))
     }
 

@@ -35,14 +35,24 @@
 //!                 "guard_from_ms"         → i64 BE; i64::MIN = pending (set at first trusted time)
 //!                 "store_id"              → 16 random bytes, hex: this store generation's name
 //!                 "synced_through"        → u64 BE, the platform's committed cursor
-//!                 "policy"                → the platform policy cache (sync::bundle), JSON
+//! <state-dir>/policy.json                 → the platform policy cache (sync::bundle), JSON,
+//!                                            written whole through `files` (0600, fsynced)
 //! ```
+//! Every sled value stays far below sled's blob threshold (a quarter of its 512 KiB segment:
+//! records are a few hundred bytes, and 17 of them — the most a leaf holds before it splits —
+//! about 10 KiB), so sled never writes one to a blob file of its own, which it would not make
+//! durable ([`crate::files::EngineFiles`] fsyncs any that appears anyway). The policy cache
+//! grows with the static-code status list (128 KiB at ~1,500 entries); kept in sled's meta
+//! tree it made that tree's leaf — with the hash key, the store id and the cursor — a blob on
+//! every rewrite, so it lives in a file of its own (a store written by an earlier version has
+//! it moved out at open).
 //!
 //! # Sync (records leave the terminal exactly once)
 //! Records with `seq` in `(synced_through, durable_seq]` are the backlog; only durable ones are
 //! offered (a record a crash could still take back must never reach the platform). The
 //! platform's cursor is persisted and fsynced **before** the records it covers are deleted; a
-//! crash in between leaves deleted-later records that are simply never offered again.
+//! crash in between leaves confirmed records behind, never offered again and deleted at the
+//! next open (and by the next acknowledgement).
 //! `store_id` names the sequence space: a quarantined store's successor starts at seq 1 under
 //! a new id, so the platform never confuses the two.
 
@@ -64,7 +74,7 @@ use crate::clock::VerifyTime;
 use crate::verification::record::{Record, RecordHasher};
 use crate::verification::verifier::{ReplayView, Verification};
 use commit::{Durability, DurableState};
-use recovery::{fsync_dir, open_with_recovery, StoreLock};
+use recovery::{open_with_recovery, StoreLock};
 use replay::{purge_tags_before, restore_replay_tags, TreeReplayView};
 
 const K_NEXT_SEQ: &[u8] = b"next_seq";
@@ -73,7 +83,10 @@ const K_CLOCK_FLOOR: &[u8] = b"clock_floor_ms";
 const K_GUARD: &[u8] = b"guard_from_ms";
 const K_STORE_ID: &[u8] = b"store_id";
 const K_SYNCED: &[u8] = b"synced_through";
+/// Where an earlier version kept the policy cache (moved to [`POLICY_FILE`] at open).
 const K_POLICY: &[u8] = b"policy";
+/// The platform policy cache, beside the store in the state directory.
+const POLICY_FILE: &str = "policy.json";
 const GUARD_PENDING: i64 = i64::MIN;
 
 /// Why the store could not do what was asked. A refused code is never a `StoreError`: these
@@ -220,6 +233,8 @@ pub(crate) struct Store {
     sync_lock: Mutex<()>,
     /// `<state-dir>/store`.
     path: PathBuf,
+    /// The platform policy cache's file (see the layout).
+    policy_path: PathBuf,
     /// Records and replay tags at the last status taken while in service.
     counts: Mutex<(u64, u64)>,
     /// Held while the store is open (another process opening it gets `InUse`); released last.
@@ -247,6 +262,20 @@ fn be_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
+/// Deletes the records with `seq <= through` (the platform confirmed them); returns how many.
+fn delete_through(records: &sled::Tree, through: u64) -> Result<usize, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for kv in records.range(..=through.to_be_bytes()) {
+        batch.remove(kv?.0);
+        n += 1;
+    }
+    if n > 0 {
+        records.apply_batch(batch)?;
+    }
+    Ok(n)
+}
+
 fn be_i64(v: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(v.try_into().ok()?))
 }
@@ -270,8 +299,8 @@ impl Store {
                 Create::Guarded => OpenState::WasMissing,
             };
         }
-        fsync_dir(state_dir)?;
-        fsync_dir(&path)?;
+        // sled's conf file and its directories (and the state directory's entry for it).
+        let files = crate::files::EngineFiles::open(&path)?;
 
         let records = db.open_tree("records")?;
         let replay = db.open_tree("replay")?;
@@ -322,6 +351,20 @@ impl Store {
             meta.insert(K_GUARD, &GUARD_PENDING.to_be_bytes())?;
         }
         meta.insert(K_NEXT_SEQ, &next_seq.to_be_bytes())?;
+        let leftover = delete_through(&records, synced_through)?;
+        if leftover > 0 {
+            tracing::info!(
+                leftover,
+                "store: deleted records the platform had confirmed (a cut interrupted their deletion)"
+            );
+        }
+        let policy_path = state_dir.join(POLICY_FILE);
+        if let Some(old) = meta.get(K_POLICY)? {
+            if !policy_path.exists() {
+                crate::files::write_durable(&policy_path, &old, crate::files::PRIVATE_FILE)?;
+            }
+            meta.remove(K_POLICY)?;
+        }
         let restored = restore_replay_tags(&records, &replay)?;
         if restored > 0 {
             tracing::warn!(restored, "store: restored replay tags cut off by a crash");
@@ -343,6 +386,7 @@ impl Store {
             db: db.clone(),
             log_file,
             log_path,
+            files,
             state: Mutex::new(DurableState {
                 written: next_seq - 1,
                 durable: next_seq - 1,
@@ -381,6 +425,7 @@ impl Store {
             synced_through: AtomicU64::new(synced_through),
             sync_lock: Mutex::new(()),
             path,
+            policy_path,
             counts: Mutex::new((0, 0)),
             _lock: lock,
         })

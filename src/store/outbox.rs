@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{be_u64, decode_record, Store, StoreError, K_POLICY, K_SYNCED};
+use super::{be_u64, decode_record, delete_through, Store, StoreError, K_SYNCED};
 use crate::verification::record::Record;
 
 impl Store {
@@ -69,30 +69,30 @@ impl Store {
         self.meta.insert(K_SYNCED, &through.to_be_bytes())?;
         self.durability.sync()?;
         self.synced_through.store(through, Ordering::SeqCst);
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for kv in self
-            .records
-            .range((before + 1).to_be_bytes()..=through.to_be_bytes())
-        {
-            batch.remove(kv?.0);
-            n += 1;
-        }
-        self.records.apply_batch(batch)?;
-        Ok(n)
+        // From the first record, not `before + 1`: confirmed records a cut kept from being
+        // deleted go too.
+        delete_through(&self.records, through)
     }
 
-    /// Persists the platform policy cache (fsynced before this returns).
+    /// Persists the platform policy cache (its own file, complete or absent after a cut,
+    /// fsynced before this returns; see the store's layout for why not in sled).
     pub(crate) fn save_policy(&self, bytes: &[u8]) -> Result<(), StoreError> {
         self.usable()?;
-        self.meta.insert(K_POLICY, bytes)?;
-        self.durability.sync()
+        crate::files::write_durable(&self.policy_path, bytes, crate::files::PRIVATE_FILE)?;
+        Ok(())
     }
 
     /// The persisted platform policy cache, if any.
     pub(crate) fn load_policy(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.usable()?;
-        Ok(self.meta.get(K_POLICY)?.map(|v| v.to_vec()))
+        match std::fs::read(&self.policy_path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io {
+                path: self.policy_path.clone(),
+                source: e,
+            }),
+        }
     }
 }
 

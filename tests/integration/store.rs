@@ -357,3 +357,93 @@ fn a_store_in_use_is_refused_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// The platform's cursor is made durable before the records it covers are deleted; a cut in
+/// between leaves confirmed records behind (simulated here: the cursor written, the deletion
+/// not). They are never offered again, and the next open deletes them.
+#[test]
+fn confirmed_records_a_cut_kept_from_deletion_go_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let k = key(Alg::EdDSA, "k");
+    {
+        let cp = checkpoint(dir.path(), Create::Provision, &k);
+        for i in 0..5 {
+            let text = code::mint(&k.signing, &k.kid, &dynamic_claims(T0, 100 + i));
+            assert_eq!(
+                cp.check_at(&text, at(T0 + 1)).expect("check").reason(),
+                Reason::Accepted
+            );
+        }
+    }
+    {
+        // The cursor as `ack_synced` persists it, without the deletion that follows.
+        let db = sled::open(dir.path().join("store")).expect("sled");
+        let meta = db.open_tree("meta").expect("meta");
+        meta.insert("synced_through", &3u64.to_be_bytes())
+            .expect("cursor");
+        db.flush().expect("flush");
+    }
+    let cp = checkpoint(dir.path(), Create::Guarded, &k);
+    let status = cp.status();
+    assert_eq!(
+        (status.records, status.synced_through, status.backlog),
+        (2, 3, 2)
+    );
+    let left = cp.records_from(0, 100).expect("records");
+    assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(status.next_seq, 6, "sequence numbers go on");
+}
+
+/// A store written by a version that kept the policy cache in sled's meta tree: the cache is
+/// moved to its own file at open (made durable before it leaves sled), and read from there.
+#[test]
+fn a_policy_cache_kept_in_sled_by_an_earlier_version_moves_to_its_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let k = key(Alg::EdDSA, "k");
+    drop(checkpoint(dir.path(), Create::Provision, &k));
+    let cache = br#"{"an":"earlier version's policy cache"}"#;
+    {
+        let db = sled::open(dir.path().join("store")).expect("sled");
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("policy", cache.as_slice())
+            .expect("policy");
+        db.flush().expect("flush");
+    }
+    let cp = checkpoint(dir.path(), Create::Guarded, &k);
+    let outbox = cp.outbox().expect("outbox");
+    assert_eq!(
+        outbox.load_policy().expect("load").as_deref(),
+        Some(cache.as_slice())
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("policy.json")).expect("file"),
+        cache
+    );
+    outbox.save_policy(b"{}").expect("save");
+    drop(outbox);
+    drop(cp);
+    let db = sled::open(dir.path().join("store")).expect("sled");
+    assert!(db
+        .open_tree("meta")
+        .expect("meta")
+        .get("policy")
+        .expect("get")
+        .is_none());
+    drop(db);
+    let cp = checkpoint(dir.path(), Create::Guarded, &k);
+    assert_eq!(
+        cp.outbox()
+            .expect("outbox")
+            .load_policy()
+            .expect("load")
+            .as_deref(),
+        Some(b"{}".as_slice()),
+        "the newer cache is not overwritten by the old one"
+    );
+    assert!(
+        not_private(dir.path()).is_empty(),
+        "{:?}",
+        not_private(dir.path())
+    );
+}
