@@ -11,6 +11,7 @@ pub mod admin;
 pub mod ca;
 pub mod client;
 pub mod db;
+pub mod records;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1 @@
+//! The records on PostgreSQL (several platform nodes over one database).
