@@ -49,7 +49,8 @@
 //! - [`render`] — code texts as QR or Grid Matrix images and PNG (minting, the platform's
 //!   亮码, tests, the demo).
 //! - [`platform`] (feature `platform`) — the reference central platform: sync API over
-//!   mutual TLS, admin API, its CA and sled state, fault injection for tests.
+//!   mutual TLS, admin API, its CA and sled state, fault injection for tests; the pushed
+//!   records behind one storage interface (`platform::records`) on sled or PostgreSQL.
 //! - [`demo`] (feature `platform`) — the whole system on one machine; seeded synthetic gate
 //!   frames.
 //!

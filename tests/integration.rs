@@ -44,6 +44,9 @@ mod sync;
 #[cfg(feature = "platform")]
 #[path = "integration/platform_crash.rs"]
 mod platform_crash;
+#[cfg(feature = "platform")]
+#[path = "integration/platform_store.rs"]
+mod platform_store;
 
 #[cfg(feature = "platform")]
 #[path = "integration/openapi.rs"]

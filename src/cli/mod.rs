@@ -127,6 +127,13 @@ pub enum Command {
         /// Extra DNS names or addresses for the server certificate (repeat).
         #[arg(long, value_name = "NAME")]
         hostname: Vec<String>,
+        /// Keep pushed records in PostgreSQL instead of the sled database under --data
+        /// (`postgres://user@host/db` or `host=/run/postgresql dbname=…`).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// With --database: drop whole days of records older than this many days.
+        #[arg(long, value_name = "DAYS", requires = "database")]
+        retention_days: Option<u32>,
     },
     /// The whole system on one machine: a reference platform, an enrolled gateway, gate frames
     /// of minted codes (valid, expired, replayed, lost static, suspended service), each
@@ -297,12 +304,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             admin_listen,
             hostname,
+            database,
+            retention_days,
         } => {
+            let database = database.map(|url| {
+                let mut o = crate::platform::records::pg_store::PgOptions::new(&url);
+                o.retention_days = retention_days;
+                o
+            });
             crate::platform::run(crate::platform::PlatformOptions {
                 data,
                 listen,
                 admin_listen,
                 hostnames: hostname,
+                database,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -19,6 +19,14 @@ pub struct BackgroundPlatform {
 impl BackgroundPlatform {
     /// Starts a platform on loopback ports chosen by the kernel, state in `data`.
     pub fn start(data: &std::path::Path) -> anyhow::Result<BackgroundPlatform> {
+        BackgroundPlatform::start_with(data, None)
+    }
+
+    /// [`BackgroundPlatform::start`] with the records in PostgreSQL when `database` is given.
+    pub fn start_with(
+        data: &std::path::Path,
+        database: Option<super::records::pg_store::PgOptions>,
+    ) -> anyhow::Result<BackgroundPlatform> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("platform")
@@ -29,6 +37,7 @@ impl BackgroundPlatform {
             listen: ([127, 0, 0, 1], 0).into(),
             admin_listen: ([127, 0, 0, 1], 0).into(),
             hostnames: vec![],
+            database,
         }))?;
         let admin = AdminClient::new(&running.admin_url(), running.state.admin_token.as_str())?;
         Ok(BackgroundPlatform {

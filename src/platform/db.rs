@@ -264,6 +264,15 @@ impl Db {
     /// Opens (or creates) the platform state in `dir`: CA, root key and user secret are made
     /// on first open.
     pub fn open(dir: &Path) -> Result<Db> {
+        Db::open_with(dir, None)
+    }
+
+    /// [`Db::open`], with the records in PostgreSQL when `database` is given (the rest of
+    /// the state stays in `dir`).
+    pub fn open_with(
+        dir: &Path,
+        database: Option<&crate::platform::records::pg_store::PgOptions>,
+    ) -> Result<Db> {
         crate::files::create_private_dir(dir).map_err(|e| PlatformError::Storage(e.to_string()))?;
         let log = SledLog::open(&dir.join("db"))?;
         let db = &log.db;
@@ -301,7 +310,10 @@ impl Db {
                 s
             }
         };
-        let records = Box::new(SledRecords::open(log.clone())?);
+        let records: Box<dyn RecordStore> = match database {
+            Some(opts) => Box::new(crate::platform::records::pg_store::PgRecords::open(opts)?),
+            None => Box::new(SledRecords::open(log.clone())?),
+        };
         let me = Db {
             meta,
             keys: t("keys")?,

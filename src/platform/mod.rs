@@ -366,6 +366,8 @@ pub struct PlatformOptions {
     pub admin_listen: SocketAddr,
     /// Names in the server certificate besides `localhost` and the listen address.
     pub hostnames: Vec<String>,
+    /// Where pushed records go: the node's sled database (`None`) or PostgreSQL.
+    pub database: Option<records::pg_store::PgOptions>,
 }
 
 /// A platform serving on its two ports.
@@ -414,7 +416,8 @@ fn load_or_create_admin_token(data: &Path) -> anyhow::Result<zeroize::Zeroizing<
 pub async fn start(opts: PlatformOptions) -> anyhow::Result<RunningPlatform> {
     crate::sync::tls::install_provider();
     let data = opts.data.clone();
-    let db = tokio::task::spawn_blocking(move || Db::open(&data))
+    let database = opts.database.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open_with(&data, database.as_ref()))
         .await?
         .with_context(|| format!("opening the platform data in {}", opts.data.display()))?;
     let admin_token = load_or_create_admin_token(&opts.data)?;

@@ -82,15 +82,15 @@ impl Drop for Platform {
 }
 
 /// A gate store verifying HMAC dynamic codes at a fixed trusted time (fast to fill).
-struct Backlog {
-    cp: Arc<Checkpoint>,
+pub struct Backlog {
+    pub cp: Arc<Checkpoint>,
     key: KeyPair,
     now_s: i64,
-    next: u64,
+    pub next: u64,
 }
 
 impl Backlog {
-    fn open(state: &Path) -> Backlog {
+    pub fn open(state: &Path) -> Backlog {
         let now_s = wall_clock_ms() / 1000;
         let key = KeyPair::generate(
             Alg::HMAC256,
@@ -118,7 +118,7 @@ impl Backlog {
     }
 
     /// Verifies and records `n` fresh codes (durable when this returns).
-    fn add(&mut self, n: u64) {
+    pub fn add(&mut self, n: u64) {
         let mut last = None;
         for _ in 0..n {
             let i = self.next;
@@ -153,7 +153,7 @@ impl Backlog {
     }
 }
 
-fn syncer(cp: &Arc<Checkpoint>, state: &Path) -> Syncer {
+pub fn syncer(cp: &Arc<Checkpoint>, state: &Path) -> Syncer {
     let enrollment = yima_gate::sync::Enrollment::load(state)
         .expect("load")
         .expect("enrolled");

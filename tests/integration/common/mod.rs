@@ -3,6 +3,8 @@
 
 pub mod dataset;
 pub mod http;
+#[cfg(feature = "platform")]
+pub mod pg;
 pub mod powerfs;
 
 use std::path::{Path, PathBuf};
