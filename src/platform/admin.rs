@@ -62,7 +62,23 @@ pub fn router(state: Arc<PlatformState>) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], ADMIN_OPENAPI) }),
         )
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        // Load balancers and probes ask without the token.
+        .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+/// 200 when this node can store what it is sent, 503 (with the reason) when its database
+/// cannot be reached.
+async fn readyz(State(st): State<Arc<PlatformState>>) -> Response {
+    match tokio::task::spawn_blocking(move || st.db.ready()).await {
+        Ok(Ok(())) => Json(serde_json::json!({ "ready": true })).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reason": e.to_string() })),
+        )
+            .into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
 }
 
 async fn authorize(State(st): State<Arc<PlatformState>>, req: Request, next: Next) -> Response {

@@ -82,6 +82,10 @@ pub enum PlatformError {
     Forbidden(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// The database cannot be reached now (down, restarting, out of connections or disk):
+    /// nothing was stored, and the same request may be sent again later (503, Retry-After).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<sled::Error> for PlatformError {
@@ -959,6 +963,11 @@ impl Db {
     /// The newest audit events, newest first.
     pub fn audit_events(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
         self.records.audit_events(limit)
+    }
+
+    /// Can this node store what it is sent now (the records' database reachable)?
+    pub fn ready(&self) -> Result<()> {
+        self.records.ready()
     }
 
     pub fn stats(&self) -> Result<Stats> {

@@ -202,6 +202,18 @@ fn platform_error(e: PlatformError) -> Response {
             tracing::error!(error = %m, "platform internal");
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
+        PlatformError::Unavailable(m) => {
+            tracing::warn!(error = %m, "platform storage unavailable");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; nothing was stored, send again later",
+            );
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+            r
+        }
     }
 }
 

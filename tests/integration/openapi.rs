@@ -602,6 +602,7 @@ fn admin_api(rec: &mut Recorder, p: &yima_gate::platform::client::BackgroundPlat
         "/admin/v1/records",
         "/admin/v1/stats",
         "/admin/v1/openapi.json",
+        "/readyz",
     ] {
         get(rec, uri);
     }

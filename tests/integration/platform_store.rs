@@ -297,3 +297,117 @@ fn a_gate_pushes_through_the_sync_api_into_postgres() {
     )
     .expect("2,500 rows in dated partitions, cursor 2,500");
 }
+
+/// The database killed -9 in the middle of ingest from three gates: pushes fail (503, nothing
+/// acknowledged that was not committed), `/readyz` says so, the pool reconnects by itself when
+/// the database is back, and then every record is held exactly once.
+#[test]
+fn the_database_killed_mid_ingest_loses_and_doubles_nothing() {
+    let Some(mut pg) = crate::common::pg::OwnedCluster::start() else {
+        return;
+    };
+    yima_gate::sync::tls::install_provider();
+    let db = pg.fresh_database();
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = yima_gate::platform::client::BackgroundPlatform::start_with(
+        &dir.path().join("platform"),
+        Some(PgOptions::new(&pg.url(&db))),
+    )
+    .expect("platform");
+    let readyz = format!("{}/readyz", p.running().admin_url());
+    let ready = || {
+        reqwest::blocking::get(&readyz)
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(ready(), 200);
+    const GATES: usize = 3;
+    const EACH: u64 = 1500;
+    let gates: Vec<_> = (0..GATES)
+        .map(|i| {
+            let id = format!("GATE-PGF-{i}");
+            let token = p.admin.create_terminal(&id, &[]).expect("terminal");
+            let state = dir.path().join(&id);
+            yima_gate::sync::enroll(&p.sync_url(), &token, &id, &state).expect("enroll");
+            let mut gate = crate::platform_crash::Backlog::open(&state);
+            gate.add(EACH);
+            (id, state, gate)
+        })
+        .collect();
+    let syncer = |state: &std::path::Path, gate: &crate::platform_crash::Backlog| {
+        let enrollment = yima_gate::sync::Enrollment::load(state)
+            .expect("load")
+            .expect("enrolled");
+        yima_gate::sync::Syncer::new(
+            gate.cp.clone(),
+            enrollment,
+            yima_gate::sync::SyncOptions {
+                batch: 50,
+                max_backlog: 0,
+                request_timeout: std::time::Duration::from_secs(10),
+                ..yima_gate::sync::SyncOptions::default()
+            },
+        )
+        .expect("syncer")
+    };
+    std::thread::scope(|scope| {
+        for (_, state, gate) in &gates {
+            let s = syncer(state, gate);
+            scope.spawn(move || {
+                // Push until the database goes: an error ends this gate's round.
+                while s.push().is_ok_and(|n| n > 0) {}
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        pg.kill();
+    });
+    let acknowledged: Vec<u64> = gates
+        .iter()
+        .map(|(_, _, g)| g.cp.outbox().expect("outbox").synced_through())
+        .collect();
+    assert!(
+        acknowledged.iter().any(|&a| a < EACH),
+        "the kill fell inside ingest: {acknowledged:?}"
+    );
+    assert_eq!(ready(), 503, "readyz says the database is down");
+    let (_, state, gate) = &gates[0];
+    assert!(
+        syncer(state, gate).push().is_err(),
+        "a push while it is down fails"
+    );
+    pg.restart().expect("database back");
+    // The pool reconnects by itself.
+    let mut waited = 0;
+    while ready() != 200 && waited < 100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    assert_eq!(ready(), 200, "readyz says the database is back");
+    for (id, state, gate) in &gates {
+        syncer(state, gate).push().expect("push after the restart");
+        assert_eq!(gate.cp.status().backlog, 0);
+        let held: Vec<u64> = p
+            .admin
+            .get(&format!("/admin/v1/records?terminal={id}"))
+            .expect("records")
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|r| r["record"]["seq"].as_u64().expect("seq"))
+            .collect();
+        assert_eq!(
+            held,
+            (1..=EACH).collect::<Vec<_>>(),
+            "{id}: each record once"
+        );
+    }
+    let stats = p.admin.get("/admin/v1/stats").expect("stats");
+    assert_eq!(
+        stats["records"].as_u64(),
+        Some(GATES as u64 * EACH),
+        "{stats}"
+    );
+    let audit = p.admin.get("/admin/v1/audit").expect("audit");
+    assert!(!audit.to_string().contains("\"gap\""), "no gap: {audit}");
+    drop(p);
+}

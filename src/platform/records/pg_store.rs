@@ -138,19 +138,30 @@ impl Drop for PgRecords {
     }
 }
 
+/// A driver error as the platform's: the connection lost or refused, the server shutting
+/// down, out of connections, memory or disk (SQLSTATE classes 08, 53, 57P) is `Unavailable`
+/// (retryable: the transaction did not commit); anything else is a storage error.
 fn pg(e: tokio_postgres::Error) -> PlatformError {
-    // The server's own message when there is one (`{e}` alone says only "db error").
-    let detail = e
-        .as_db_error()
-        .map(|d| format!("{}: {}", d.code().code(), d.message()))
-        .unwrap_or_else(|| e.to_string());
-    PlatformError::Storage(format!("PostgreSQL: {detail}"))
+    match e.as_db_error() {
+        // The server's own message (`{e}` alone says only "db error").
+        Some(d) => {
+            let code = d.code().code();
+            let detail = format!("PostgreSQL {code}: {}", d.message());
+            if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") {
+                PlatformError::Unavailable(detail)
+            } else {
+                PlatformError::Storage(detail)
+            }
+        }
+        // No answer from the server at all: the connection is gone.
+        None => PlatformError::Unavailable(format!("PostgreSQL: {e}")),
+    }
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> PlatformError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg(e),
-        other => PlatformError::Storage(format!("PostgreSQL pool: {other}")),
+        other => PlatformError::Unavailable(format!("PostgreSQL pool: {other}")),
     }
 }
 
@@ -180,8 +191,10 @@ impl PgRecords {
             Pool::builder(manager)
                 .max_size(opts.pool_size.max(1))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
-                .wait_timeout(Some(Duration::from_secs(10)))
-                .create_timeout(Some(Duration::from_secs(10)))
+                // A database on the same LAN connects in milliseconds: a request (or a
+                // readiness probe) learns within seconds that it is down.
+                .wait_timeout(Some(Duration::from_secs(5)))
+                .create_timeout(Some(Duration::from_secs(2)))
                 .build()
                 .map_err(|e| PlatformError::Storage(format!("PostgreSQL pool: {e}")))?
         };

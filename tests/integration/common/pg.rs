@@ -48,11 +48,17 @@ fn as_cluster_user(cmd: &mut Command, user: Option<(u32, u32)>) {
     }
 }
 
-fn start() -> Result<Cluster, String> {
+/// Where the binaries are, who runs them, and a fresh cluster directory (`initdb` done).
+struct Prepared {
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
+    dir: PathBuf,
+}
+
+fn prepare() -> Result<Prepared, String> {
     let bin =
         bin_dir().ok_or("no PostgreSQL under /usr/lib/postgresql (apt-get install postgresql)")?;
-    let root = rustix::process::geteuid().is_root();
-    let user = if root {
+    let user = if rustix::process::geteuid().is_root() {
         Some(postgres_user().ok_or("no postgres user")?)
     } else {
         None
@@ -65,7 +71,6 @@ fn start() -> Result<Cluster, String> {
     if let Some((uid, gid)) = user {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
     }
-    let data = dir.join("data");
     let mut initdb = Command::new(bin.join("initdb"));
     initdb
         .args([
@@ -78,7 +83,7 @@ fn start() -> Result<Cluster, String> {
             "--auth=trust",
             "-D",
         ])
-        .arg(&data)
+        .arg(dir.join("data"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     as_cluster_user(&mut initdb, user);
@@ -86,17 +91,40 @@ fn start() -> Result<Cluster, String> {
     if !out.status.success() {
         return Err(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)));
     }
+    Ok(Prepared { bin, user, dir })
+}
+
+/// The server's arguments: a Unix socket in the cluster directory, no TCP.
+const SERVER_ARGS: &str = "-c listen_addresses= -c max_connections=200 -c shared_buffers=128MB \
+                           -c log_min_messages=fatal";
+
+/// Waits until the server in `dir` answers (bounded: 10 s).
+fn wait_up(dir: &Path) -> Result<(), String> {
+    let socket = dir.join(".s.PGSQL.5432");
+    for _ in 0..200 {
+        if socket.exists() && psql(dir, "postgres", "SELECT 1").is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    Err(format!("postgres did not come up: {log}"))
+}
+
+fn start() -> Result<Cluster, String> {
+    let Prepared { bin, user, dir } = prepare()?;
     // The shell starts the server and stops it (fast shutdown) when its stdin closes, that is
     // when this test process exits, then removes the directory.
     let mut keeper = Command::new("sh");
     keeper
         .args([
             "-c",
-            r#"postgres -D "$1/data" -k "$1" -c listen_addresses= -c max_connections=200 \
-                 -c shared_buffers=128MB -c log_min_messages=fatal >"$1/server.log" 2>&1 &
-               pid=$!
-               cat >/dev/null
-               kill -INT $pid; wait $pid; rm -rf "$1""#,
+            &format!(
+                r#"postgres -D "$1/data" -k "$1" {SERVER_ARGS} >"$1/server.log" 2>&1 &
+                   pid=$!
+                   cat >/dev/null
+                   kill -INT $pid; wait $pid; rm -rf "$1""#
+            ),
             "pg-keeper",
         ])
         .arg(&dir)
@@ -106,18 +134,101 @@ fn start() -> Result<Cluster, String> {
     as_cluster_user(&mut keeper, user);
     let mut child = keeper.spawn().map_err(|e| format!("postgres: {e}"))?;
     let stdin = child.stdin.take().ok_or("keeper stdin")?;
-    let socket = dir.join(".s.PGSQL.5432");
-    for _ in 0..200 {
-        if socket.exists() && psql(&dir, "postgres", "SELECT 1").is_ok() {
-            return Ok(Cluster {
-                socket_dir: dir,
-                _keepalive: Mutex::new(stdin),
-            });
+    wait_up(&dir)?;
+    Ok(Cluster {
+        socket_dir: dir,
+        _keepalive: Mutex::new(stdin),
+    })
+}
+
+/// A cluster of one test's own, which it may kill (-9, every server process) and start
+/// again; stopped and removed when dropped.
+pub struct OwnedCluster {
+    prepared: Prepared,
+    server: Option<std::process::Child>,
+}
+
+impl OwnedCluster {
+    /// A new cluster, running; `None` (SKIP) as [`cluster`] says.
+    pub fn start() -> Option<OwnedCluster> {
+        let started = prepare().and_then(|prepared| {
+            let mut c = OwnedCluster {
+                prepared,
+                server: None,
+            };
+            c.restart()?;
+            Ok(c)
+        });
+        match started {
+            Ok(c) => Some(c),
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "PostgreSQL is needed in CI: {e}"
+                );
+                eprintln!("SKIP: PostgreSQL: {e}");
+                None
+            }
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-    Err(format!("postgres did not come up: {log}"))
+
+    /// Starts the server (after [`OwnedCluster::kill`]: crash recovery from its WAL).
+    pub fn restart(&mut self) -> Result<(), String> {
+        let p = &self.prepared;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p.dir.join("server.log"))
+            .map_err(|e| e.to_string())?;
+        let mut server = Command::new(p.bin.join("postgres"));
+        server
+            .arg("-D")
+            .arg(p.dir.join("data"))
+            .arg("-k")
+            .arg(&p.dir)
+            .args(SERVER_ARGS.split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0);
+        as_cluster_user(&mut server, p.user);
+        self.server = Some(server.spawn().map_err(|e| format!("postgres: {e}"))?);
+        wait_up(&p.dir)
+    }
+
+    /// kill -9 of the server and every backend (its process group), as a crash does.
+    pub fn kill(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            if let Some(pid) = rustix::process::Pid::from_raw(s.id() as i32) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+            let _ = s.wait();
+        }
+    }
+
+    pub fn fresh_database(&self) -> String {
+        let name = format!("yima_own_{}", NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        psql(
+            &self.prepared.dir,
+            "postgres",
+            &format!("CREATE DATABASE {name}"),
+        )
+        .expect("create database");
+        name
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "host={} user=postgres dbname={name}",
+            self.prepared.dir.display()
+        )
+    }
+}
+
+impl Drop for OwnedCluster {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.prepared.dir);
+    }
 }
 
 /// Runs one statement with a short-lived client (the crate's own driver).
