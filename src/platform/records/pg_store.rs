@@ -192,8 +192,9 @@ impl PgRecords {
                 .max_size(opts.pool_size.max(1))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 // A database on the same LAN connects in milliseconds: a request (or a
-                // readiness probe) learns within seconds that it is down.
-                .wait_timeout(Some(Duration::from_secs(5)))
+                // readiness probe) learns within seconds that it is down. Under load a
+                // request waits its turn for a connection rather than fail.
+                .wait_timeout(Some(Duration::from_secs(30)))
                 .create_timeout(Some(Duration::from_secs(2)))
                 .build()
                 .map_err(|e| PlatformError::Storage(format!("PostgreSQL pool: {e}")))?
