@@ -143,6 +143,9 @@ pub enum Command {
         /// Keep the state here instead of a temporary directory.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Keep the platform's records in this PostgreSQL database (URL as for `platform`).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
 }
 
@@ -322,7 +325,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "platform")]
-        Command::Demo { state_dir } => crate::demo::run(state_dir.as_deref()),
+        Command::Demo {
+            state_dir,
+            database,
+        } => crate::demo::run(state_dir.as_deref(), database.as_deref()),
     }
 }
 

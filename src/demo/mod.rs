@@ -55,7 +55,8 @@ fn on_counter(code: &image::GrayImage) -> image::GrayImage {
 
 /// Runs the demo; exit 0 when every scenario got its expected verdict and the platform holds
 /// every record.
-pub fn run(state_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// With `database`, the platform keeps its records in that PostgreSQL database.
+pub fn run(state_dir: Option<&Path>, database: Option<&str>) -> anyhow::Result<ExitCode> {
     let tmp;
     let dir = match state_dir {
         Some(d) => d,
@@ -74,7 +75,10 @@ pub fn run(state_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     );
 
     // The platform, set up as its operator would through the admin API.
-    let platform = BackgroundPlatform::start(&dir.join("platform"))?;
+    let platform = BackgroundPlatform::start_with(
+        &dir.join("platform"),
+        database.map(crate::platform::records::pg_store::PgOptions::new),
+    )?;
     let admin = &platform.admin;
     admin.post(
         "/admin/v1/services",

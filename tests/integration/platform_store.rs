@@ -411,3 +411,33 @@ fn the_database_killed_mid_ingest_loses_and_doubles_nothing() {
     assert!(!audit.to_string().contains("\"gap\""), "no gap: {audit}");
     drop(p);
 }
+
+/// `yima-gate demo --database …`: the same scenarios with the platform's records in
+/// PostgreSQL, every verification held there exactly once.
+#[test]
+fn the_demo_runs_against_postgres() {
+    let Some(pg) = crate::common::pg::cluster() else {
+        return;
+    };
+    let db = pg.fresh_database();
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = crate::common::gate()
+        .args(["demo", "--database", &pg.url(&db), "--state-dir"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .expect("demo");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("platform: 9 records held"), "{out}");
+    pg.execute(
+        &db,
+        "DO $$ BEGIN
+           IF (SELECT count(*) FROM records) <> 9 THEN RAISE EXCEPTION 'not 9'; END IF;
+         END $$;",
+    )
+    .expect("the 9 records are in PostgreSQL");
+}

@@ -10,6 +10,7 @@
 //! - The cursor (highest seq below which every record is held, but for the recorded gaps)
 //!   never moves back on a push and never claims a record that is not held.
 //! - A batch past the cursor records the skipped range as a gap (audited), and ingest goes on.
+//! - A refused batch (a conflict) stores nothing and is audited (`conflict`).
 //! - Statistics change in the same step as the records they count.
 //!
 //! # What the platform can and cannot check of a record
@@ -240,6 +241,15 @@ pub fn subtract(range: (u64, u64), holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
             .collect();
     }
     parts
+}
+
+/// The audit detail of a refused batch (same key or held seqs with other content).
+pub fn conflict_detail(batch: &RecordBatch, why: &str) -> serde_json::Value {
+    serde_json::json!({
+        "store_id": batch.store_id,
+        "idempotency_key": batch.idempotency_key,
+        "why": why,
+    })
 }
 
 pub fn ranges_json(ranges: &[(u64, u64)]) -> serde_json::Value {

@@ -36,7 +36,9 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
-use super::{count_stats, ranges_json, record_problem, Checked, RecordStats, RecordStore};
+use super::{
+    conflict_detail, count_stats, ranges_json, record_problem, Checked, RecordStats, RecordStore,
+};
 use crate::platform::db::{PlatformError, Result};
 use crate::sync::wire::{PushReply, RecordBatch, RecordWire, SeqRange};
 
@@ -545,7 +547,19 @@ impl RecordStore for PgRecords {
     fn ingest(&self, terminal: &str, batch: &RecordBatch) -> Result<PushReply> {
         let checked = Checked::new(batch)?;
         self.partitions_ready()?;
-        self.block_on(self.ingest_async(terminal, &checked))
+        match self.block_on(self.ingest_async(terminal, &checked)) {
+            // The ingest transaction rolled back; the refusal is recorded in one of its own.
+            Err(PlatformError::Conflict(m)) => {
+                self.block_on(async {
+                    let mut client = self.pool.get().await.map_err(pool_err)?;
+                    let tx = client.transaction().await.map_err(pg)?;
+                    audit(&tx, "conflict", terminal, conflict_detail(batch, &m)).await?;
+                    tx.commit().await.map_err(pg)
+                })?;
+                Err(PlatformError::Conflict(m))
+            }
+            r => r,
+        }
     }
 
     fn cursor(&self, terminal: &str, store_id: &str) -> Result<u64> {

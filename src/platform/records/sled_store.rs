@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    count_stats, ranges_json, record_problem, subtract, Checked, RecordStats, RecordStore,
+    conflict_detail, count_stats, ranges_json, record_problem, subtract, Checked, RecordStats,
+    RecordStore,
 };
 use crate::platform::db::{PlatformError, Result};
 use crate::sync::wire::{PushReply, RecordBatch, RecordWire, SeqRange};
@@ -547,7 +548,14 @@ impl SledRecords {
 
 impl RecordStore for SledRecords {
     fn ingest(&self, terminal: &str, batch: &RecordBatch) -> Result<PushReply> {
-        self.ingest_checked(terminal, &Checked::new(batch)?)
+        match self.ingest_checked(terminal, &Checked::new(batch)?) {
+            Err(PlatformError::Conflict(m)) => {
+                self.audit("conflict", terminal, conflict_detail(batch, &m))?;
+                self.log.durable()?;
+                Err(PlatformError::Conflict(m))
+            }
+            r => r,
+        }
     }
 
     fn cursor(&self, terminal: &str, store_id: &str) -> Result<u64> {
