@@ -36,14 +36,9 @@ fn rss_of(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn main() {
-    let n: u64 = std::env::var("YIMA_DRAIN_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().expect("tmp");
-    yima_gate::sync::tls::install_provider();
-    let data = dir.path().join("platform");
+/// `yima-gate platform` on loopback ports the kernel picks, its data in `data`; returns the
+/// process and its banner line (which names the two URLs) once it is up.
+fn spawn_platform(data: &std::path::Path) -> (std::process::Child, String) {
     let mut platform = std::process::Command::new(env!("CARGO_BIN_EXE_yima-gate"))
         .args([
             "platform",
@@ -53,17 +48,29 @@ fn main() {
             "127.0.0.1:0",
             "--data",
         ])
-        .arg(&data)
+        .arg(data)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("platform");
-    let platform_pid = platform.id().to_string();
     let mut banner = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(platform.stdout.take().expect("stdout")),
         &mut banner,
     )
     .expect("banner");
+    (platform, banner)
+}
+
+fn main() {
+    let n: u64 = std::env::var("YIMA_DRAIN_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("tmp");
+    yima_gate::sync::tls::install_provider();
+    let data = dir.path().join("platform");
+    let (mut platform, banner) = spawn_platform(&data);
+    let platform_pid = platform.id().to_string();
     let url_after = |marker: &str| {
         let rest = &banner[banner.find(marker).expect(marker) + marker.len()..];
         rest.split_whitespace().next().expect("url").to_string()
@@ -181,25 +188,7 @@ fn main() {
     // The platform's start with the drained records: it checks every cursor against the
     // records held (db.rs, Durability) before it says it is up.
     let t = Instant::now();
-    let mut platform = std::process::Command::new(env!("CARGO_BIN_EXE_yima-gate"))
-        .args([
-            "platform",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(&data)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("platform");
-    let mut banner = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(platform.stdout.take().expect("stdout")),
-        &mut banner,
-    )
-    .expect("banner");
+    let (mut platform, _) = spawn_platform(&data);
     println!(
         "platform restart with {n} records held: up in {:.2} s (cursor check included)",
         t.elapsed().as_secs_f64()

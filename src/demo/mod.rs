@@ -277,16 +277,16 @@ pub fn run(state_dir: Option<&Path>, database: Option<&str>) -> anyhow::Result<E
     );
     println!(
         "platform: {} records held; by verdict {}; by service {}; by terminal {}",
-        stats.records,
-        serde_json::to_string(&stats.by_verdict)?,
-        serde_json::to_string(&stats.by_service)?,
-        serde_json::to_string(&stats.by_terminal)?,
+        stats.held.records,
+        serde_json::to_string(&stats.held.by_verdict)?,
+        serde_json::to_string(&stats.held.by_service)?,
+        serde_json::to_string(&stats.held.by_terminal)?,
     );
     println!(
         "platform: {} users, {} codes minted, {} static codes, {} terminal(s)",
         stats.users, stats.codes_minted, stats.static_codes, stats.terminals
     );
-    all_ok &= stats.records == recorded && checkpoint.status().backlog == 0;
+    all_ok &= stats.held.records == recorded && checkpoint.status().backlog == 0;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

@@ -45,7 +45,6 @@
 //! recounted from the records held. A gate still holding those records pushes them again; the
 //! ones it had already deleted are lost, and its next push records them as a gap.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -54,7 +53,7 @@ use sha2::{Digest, Sha256};
 
 use crate::platform::ca::Authority;
 use crate::platform::records::sled_store::{SledLog, SledRecords};
-use crate::platform::records::RecordStore;
+use crate::platform::records::{RecordStats, RecordStore};
 use crate::sync::wire::{
     Bundle, PlatformSettings, PushReply, RecordBatch, RecordWire, StatusChange, StatusDelta,
     TerminalProfile,
@@ -188,13 +187,9 @@ pub struct Stats {
     pub codes_minted: u64,
     pub static_codes: u64,
     pub terminals: u64,
-    pub records: u64,
-    pub by_verdict: BTreeMap<String, u64>,
-    pub by_service: BTreeMap<String, u64>,
-    pub by_scene: BTreeMap<String, u64>,
-    pub by_terminal: BTreeMap<String, u64>,
-    /// Hour (RFC 3339, UTC) → verifications.
-    pub by_hour: BTreeMap<String, u64>,
+    /// The records held, by dimension (from the record store).
+    #[serde(flatten)]
+    pub held: RecordStats,
 }
 
 /// The platform's state.
@@ -978,13 +973,7 @@ impl Db {
             terminals: self.terminals.len() as u64,
             ..Stats::default()
         };
-        let r = self.records.record_stats()?;
-        s.records = r.records;
-        s.by_verdict = r.by_verdict;
-        s.by_service = r.by_service;
-        s.by_scene = r.by_scene;
-        s.by_terminal = r.by_terminal;
-        s.by_hour = r.by_hour;
+        s.held = self.records.record_stats()?;
         Ok(s)
     }
 

@@ -410,11 +410,11 @@ fn records_reach_the_platform_exactly_once_through_drops_errors_hangs_resets_and
         "synced records deleted"
     );
     let stats = p.db().stats().expect("stats");
-    assert_eq!(stats.records, 94);
-    assert_eq!(stats.by_verdict.get("accepted"), Some(&40));
-    assert_eq!(stats.by_verdict.get("replayed"), Some(&14));
-    assert_eq!(stats.by_verdict.get("malformed"), Some(&40));
-    assert_eq!(stats.by_terminal.get(TERMINAL), Some(&94));
+    assert_eq!(stats.held.records, 94);
+    assert_eq!(stats.held.by_verdict.get("accepted"), Some(&40));
+    assert_eq!(stats.held.by_verdict.get("replayed"), Some(&14));
+    assert_eq!(stats.held.by_verdict.get("malformed"), Some(&40));
+    assert_eq!(stats.held.by_terminal.get(TERMINAL), Some(&94));
 
     // New records continue the sequence after the deleted ones; a platform that answers a
     // conflicting batch (same key, other content) gets 409 and the records stay here.

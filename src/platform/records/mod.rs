@@ -56,7 +56,7 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Counts of the records held, by dimension.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecordStats {
     pub records: u64,
     pub by_verdict: BTreeMap<String, u64>,

@@ -231,6 +231,22 @@ impl Drop for OwnedCluster {
     }
 }
 
+/// Creates a new empty database in the cluster at `socket_dir`; returns its name.
+fn fresh_database(socket_dir: &Path) -> String {
+    let name = format!(
+        "yima_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    );
+    psql(socket_dir, "postgres", &format!("CREATE DATABASE {name}")).expect("create database");
+    name
+}
+
+/// The connection string of database `name` (key=value form, Unix socket).
+fn url(socket_dir: &Path, name: &str) -> String {
+    format!("host={} user=postgres dbname={name}", socket_dir.display())
+}
+
 /// Runs one statement with a short-lived client (the crate's own driver).
 fn psql(socket_dir: &Path, db: &str, sql: &str) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
