@@ -269,7 +269,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .platform
                 .as_ref()
                 .context("the config has no [platform] section")?;
+            // An empty (or absent) state directory is a gate set up without the package (whose
+            // install runs `init`): its store is provisioned as `init` does, so that the new
+            // gate does not start behind a replay guard. A directory holding anything keeps its
+            // history: a store missing there was lost, and keeps the guard.
+            let fresh = match std::fs::read_dir(&cfg.state_dir) {
+                Ok(mut entries) => entries.next().is_none(),
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            };
             let e = crate::sync::enroll(&platform.url, &token, &cfg.terminal_id, &cfg.state_dir)?;
+            if fresh {
+                crate::checkpoint::provision(&cfg.state_dir)
+                    .with_context(|| format!("provisioning {}", cfg.state_dir.display()))?;
+            }
             println!(
                 "{}",
                 serde_json::json!({

@@ -609,6 +609,22 @@ fn platform_enroll_sync_and_doctor_through_the_binary() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sync json");
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["keys"], 1, "{v}");
+    // Enrolled into an empty state directory, the gate's store was provisioned as `init`
+    // does: no replay guard on a new gate.
+    let status = crate::common::open_checkpoint(
+        &state,
+        yima_gate::verification::trust::TrustState::default(),
+        crate::common::now_s(),
+    )
+    .status();
+    assert_eq!(
+        status.open_state,
+        yima_gate::checkpoint::OpenState::Existing
+    );
+    assert!(
+        status.replay_guard_from_ms.is_none() && !status.replay_guard_pending,
+        "{status:?}"
+    );
 
     let o = env.run(&["doctor", "--config", cfg]);
     let report = String::from_utf8_lossy(&o.stdout).to_string();
