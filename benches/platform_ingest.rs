@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use yima_gate::platform::client::BackgroundPlatform;
 use yima_gate::platform::records::pg_store::PgOptions;
-use yima_gate::sync::client::PlatformClient;
-use yima_gate::sync::wire::{RecordBatch, RecordWire};
+use yima_gate::sync::wire::{PushReply, RecordBatch, RecordWire};
 use yima_gate::verification::verdict::{CodeKind, Reason};
 
 const BATCH: u64 = 1000;
@@ -77,23 +76,43 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A simulated gateway: its mutual-TLS client, bound to a loopback address of its own (the
+/// platform allows a peer address 16 connections, as gates have addresses of their own), and
+/// its store id.
+struct Gateway {
+    http: reqwest::blocking::Client,
+    url: String,
+    store: String,
+}
+
+impl Gateway {
+    fn push(&self, body: Vec<u8>) -> PushReply {
+        let r = self
+            .http
+            .post(&self.url)
+            .header("X-Yima-Protocol", yima_gate::sync::wire::PROTOCOL)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .expect("push");
+        assert!(r.status().is_success(), "push: {}", r.status());
+        r.json().expect("reply")
+    }
+}
+
 /// Every gateway pushes its batches at once; returns (seconds, sorted latencies).
-fn push_all(
-    clients: &[(PlatformClient, String)],
-    batches: u64,
-    now_ms: i64,
-) -> (f64, Vec<Duration>) {
+fn push_all(clients: &[Gateway], batches: u64, now_ms: i64) -> (f64, Vec<Duration>) {
     let latencies = Mutex::new(Vec::new());
     let start = Instant::now();
     std::thread::scope(|scope| {
-        for (client, store) in clients {
+        for gateway in clients {
             let latencies = &latencies;
             scope.spawn(move || {
                 let mut mine = Vec::new();
                 for b in 0..batches {
-                    let (key, body) = batch_body(store, 1 + b * BATCH, now_ms);
+                    let (_, body) = batch_body(&gateway.store, 1 + b * BATCH, now_ms);
                     let t = Instant::now();
-                    let reply = client.push(None, &key, body).expect("push");
+                    let reply = gateway.push(body);
                     mine.push(t.elapsed());
                     assert!(reply.committed_through >= (b + 1) * BATCH);
                 }
@@ -133,16 +152,26 @@ fn run(
     let p = BackgroundPlatform::start_with(&dir.join("platform"), database).expect("platform");
     let now_ms = yima_gate::clock::wall_clock_ms();
     let t = Instant::now();
-    let clients: Vec<(PlatformClient, String)> = (0..gates)
+    let clients: Vec<Gateway> = (0..gates)
         .map(|i| {
             let id = format!("BENCH-{i:04}");
             let token = p.admin.create_terminal(&id, &[]).expect("terminal");
             let e = yima_gate::sync::enroll(&p.sync_url(), &token, &id, &dir.join(&id))
                 .expect("enroll");
-            (
-                PlatformClient::new(&e, Duration::from_secs(120)).expect("client"),
-                format!("{i:032x}"),
-            )
+            let tls =
+                yima_gate::sync::tls::client_config(&e.ca_pem, Some((&e.cert_pem, &e.key_pem)))
+                    .expect("tls");
+            let local = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+            Gateway {
+                http: reqwest::blocking::Client::builder()
+                    .use_preconfigured_tls(tls)
+                    .local_address(std::net::IpAddr::V4(local))
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .expect("client"),
+                url: format!("{}/v1/records", p.sync_url()),
+                store: format!("{i:032x}"),
+            }
         })
         .collect();
     println!(
