@@ -178,10 +178,10 @@ fn cut(fs: &PowerFs, mnt: &Path, mounted: &mut Option<crate::common::powerfs::Mo
     *mounted = Some(fs.mount(mnt).expect("remount"));
 }
 
-/// The seqs of the gate's store the platform holds, in its order.
-fn held_seqs(admin: &AdminClient, store_id: &str) -> Vec<u64> {
+/// The seqs of a terminal's store the platform holds, in its order (admin API).
+pub fn held_seqs(admin: &AdminClient, terminal: &str, store_id: &str) -> Vec<u64> {
     admin
-        .get(&format!("/admin/v1/records?terminal={TERMINAL}"))
+        .get(&format!("/admin/v1/records?terminal={terminal}"))
         .expect("records")
         .as_array()
         .expect("array")
@@ -255,7 +255,7 @@ fn platform_power_cuts_lose_no_acknowledged_record() {
         cut(&fs, &mnt, &mut mounted);
         p = Platform::start(&data, port);
         let acknowledged = gate.cp.outbox().expect("outbox").synced_through();
-        let held = held_seqs(&p.admin, &store_id);
+        let held = held_seqs(&p.admin, TERMINAL, &store_id);
         assert!(
             held.len() as u64 >= acknowledged && held.iter().copied().eq(1..=held.len() as u64),
             "cycle {cycle}: {acknowledged} acknowledged, the platform holds {} (not 1..=n once each)",
@@ -273,7 +273,7 @@ fn platform_power_cuts_lose_no_acknowledged_record() {
     let total = gate.next;
     assert_eq!(gate.cp.outbox().expect("outbox").synced_through(), total);
     assert_eq!(gate.cp.status().backlog, 0);
-    let held = held_seqs(&p.admin, &store_id);
+    let held = held_seqs(&p.admin, TERMINAL, &store_id);
     assert!(
         held.iter().copied().eq(1..=total),
         "the platform holds {} records for {total} verifications",

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use yima_gate::platform::client::BackgroundPlatform;
 use yima_gate::platform::db::PlatformError;
 use yima_gate::platform::records::pg_store::{PgOptions, PgRecords};
 use yima_gate::platform::records::sled_store::{SledLog, SledRecords};
@@ -252,6 +253,11 @@ fn the_postgres_schema_is_versioned_partitioned_and_retained() {
     );
 }
 
+/// A platform on loopback with its records in the PostgreSQL database at `url`.
+fn platform_on(data: &std::path::Path, url: &str) -> BackgroundPlatform {
+    BackgroundPlatform::start_with(data, Some(PgOptions::new(url))).expect("platform")
+}
+
 /// The platform with its records in PostgreSQL, end to end: a gate enrolled over mutual TLS
 /// pushes 2,500 records in 1,000-record batches, a second push finds nothing left, the admin
 /// API's records, statistics and the database agree.
@@ -263,11 +269,7 @@ fn a_gate_pushes_through_the_sync_api_into_postgres() {
     yima_gate::sync::tls::install_provider();
     let db = pg.fresh_database();
     let dir = tempfile::tempdir().expect("tmp");
-    let p = yima_gate::platform::client::BackgroundPlatform::start_with(
-        &dir.path().join("platform"),
-        Some(PgOptions::new(&pg.url(&db))),
-    )
-    .expect("platform");
+    let p = platform_on(&dir.path().join("platform"), &pg.url(&db));
     let token = p.admin.create_terminal("GATE-PG-1", &[]).expect("terminal");
     let state = dir.path().join("gate");
     yima_gate::sync::enroll(&p.sync_url(), &token, "GATE-PG-1", &state).expect("enroll");
@@ -309,11 +311,7 @@ fn the_database_killed_mid_ingest_loses_and_doubles_nothing() {
     yima_gate::sync::tls::install_provider();
     let db = pg.fresh_database();
     let dir = tempfile::tempdir().expect("tmp");
-    let p = yima_gate::platform::client::BackgroundPlatform::start_with(
-        &dir.path().join("platform"),
-        Some(PgOptions::new(&pg.url(&db))),
-    )
-    .expect("platform");
+    let p = platform_on(&dir.path().join("platform"), &pg.url(&db));
     let readyz = format!("{}/readyz", p.running().admin_url());
     let ready = || {
         reqwest::blocking::get(&readyz)
@@ -386,15 +384,8 @@ fn the_database_killed_mid_ingest_loses_and_doubles_nothing() {
     for (id, state, gate) in &gates {
         syncer(state, gate).push().expect("push after the restart");
         assert_eq!(gate.cp.status().backlog, 0);
-        let held: Vec<u64> = p
-            .admin
-            .get(&format!("/admin/v1/records?terminal={id}"))
-            .expect("records")
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|r| r["record"]["seq"].as_u64().expect("seq"))
-            .collect();
+        let store_id = gate.cp.outbox().expect("outbox").store_id().to_string();
+        let held = crate::platform_crash::held_seqs(&p.admin, id, &store_id);
         assert_eq!(
             held,
             (1..=EACH).collect::<Vec<_>>(),

@@ -206,21 +206,11 @@ impl OwnedCluster {
     }
 
     pub fn fresh_database(&self) -> String {
-        let name = format!("yima_own_{}", NEXT_DB.fetch_add(1, Ordering::SeqCst));
-        psql(
-            &self.prepared.dir,
-            "postgres",
-            &format!("CREATE DATABASE {name}"),
-        )
-        .expect("create database");
-        name
+        fresh_database(&self.prepared.dir)
     }
 
     pub fn url(&self, name: &str) -> String {
-        format!(
-            "host={} user=postgres dbname={name}",
-            self.prepared.dir.display()
-        )
+        url(&self.prepared.dir, name)
     }
 }
 
@@ -231,7 +221,8 @@ impl Drop for OwnedCluster {
     }
 }
 
-/// Creates a new empty database in the cluster at `socket_dir`; returns its name.
+/// Creates a new empty database in the cluster at `socket_dir`; returns its name (unique in
+/// this process, with the process id so that two test binaries never collide).
 fn fresh_database(socket_dir: &Path) -> String {
     let name = format!(
         "yima_{}_{}",
@@ -289,26 +280,12 @@ pub fn cluster() -> Option<&'static Cluster> {
 impl Cluster {
     /// A new empty database; returns its name ([`Cluster::url`] gives its connection string).
     pub fn fresh_database(&self) -> String {
-        let name = format!(
-            "yima_{}_{}",
-            std::process::id(),
-            NEXT_DB.fetch_add(1, Ordering::SeqCst)
-        );
-        psql(
-            &self.socket_dir,
-            "postgres",
-            &format!("CREATE DATABASE {name}"),
-        )
-        .expect("create database");
-        name
+        fresh_database(&self.socket_dir)
     }
 
     /// The connection string of database `name` (key=value form, Unix socket).
     pub fn url(&self, name: &str) -> String {
-        format!(
-            "host={} user=postgres dbname={name}",
-            self.socket_dir.display()
-        )
+        url(&self.socket_dir, name)
     }
 
     /// Runs SQL in database `name`.
